@@ -1,0 +1,61 @@
+# One command per task; CI (.ci/run) calls `make test` verbatim.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STACK_DIR := tests/fhir_stack
+NODE_STAMP := $(STACK_DIR)/node_modules/.installed
+
+.PHONY: install run test test-slow lint typecheck format bench stack system-deps node-deps fixtures clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+## System packages the tests need (Debian chromium, PostgreSQL); installs only what is missing.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## Node packages of the test FHIR server + SMART authorization server (pinned by package-lock.json).
+node-deps: $(NODE_STAMP)
+$(NODE_STAMP): $(STACK_DIR)/package.json $(STACK_DIR)/package-lock.json
+	npm ci --prefix $(STACK_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format cds_service tests fixtures benchmarks
+
+## Set up everything and run the whole suite (what CI runs).
+test: install node-deps system-deps lint
+	$(BIN)/pytest -q -m "not slow"
+
+## The slower targets: fuzzing with >= 10,000 generated requests, soak.
+test-slow: install node-deps system-deps
+	$(BIN)/pytest -q -m slow
+
+## Set up and serve on http://127.0.0.1:8080 in development mode (auth off, SQLite, fixture patients).
+run: install
+	$(BIN)/cds-service serve --dev --host 127.0.0.1 --port 8080
+
+## Start the FHIR server + SMART authorization server with the fixtures, for manual interop trials.
+stack: install node-deps
+	$(BIN)/python -m tests.stack
+
+## Regenerate the checked-in fixture bundles from the seeded generator.
+fixtures: install
+	$(BIN)/python -m fixtures.generate
+
+bench: install node-deps
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) $(STACK_DIR)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,171 @@
+"""The pipeline: resources -> normalized observations -> timeline -> instruments -> result."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cds_service import __version__
+from cds_service.engine.config import EngineConfig
+from cds_service.engine.context import Context
+from cds_service.engine.events import drug_events, findings_from_conditions, procedure_events
+from cds_service.engine.instruments.ferritin_organ import evaluate_cartox, evaluate_shah
+from cds_service.engine.instruments.hlh2004 import evaluate_hlh94, evaluate_hlh2004
+from cds_service.engine.instruments.hscore import evaluate_hscore
+from cds_service.engine.instruments.iec_hs import evaluate_iec_hs
+from cds_service.engine.knowledge import Knowledge, load_knowledge
+from cds_service.engine.model import (
+    CriterionResult,
+    DataIssue,
+    DataQuality,
+    EvaluationResult,
+    Instruments,
+    LabValue,
+    MissingData,
+)
+from cds_service.engine.observations import ObservationNormalizer
+from cds_service.engine.resources import collect
+from cds_service.engine.timeline import (
+    crs_episodes,
+    find_therapy,
+    patient_info,
+    with_lymphodepletion,
+)
+
+
+def _drop_future(
+    labs: dict[str, list[LabValue]],
+    at: datetime,
+    explicit_at: bool,
+    tolerance: timedelta,
+    issues: list[DataIssue],
+) -> dict[str, list[LabValue]]:
+    """Only data at or before `at` is used; data after `now` (+ tolerance) is a data-quality problem."""
+    kept: dict[str, list[LabValue]] = {}
+    for analyte, series in labs.items():
+        kept[analyte] = [lab for lab in series if lab.time <= at]
+        if not explicit_at:
+            issues.extend(
+                DataIssue(lab.resource_id, "dated in the future: excluded", path="effective[x]")
+                for lab in series
+                if lab.time > at + tolerance
+            )
+    return kept
+
+
+def evaluate(
+    data: Any,
+    at: datetime | None = None,
+    config: EngineConfig | None = None,
+    knowledge: Knowledge | None = None,
+) -> EvaluationResult:
+    """Evaluate every instrument for the one patient in `data` at instant `at` (default: now).
+
+    `data` is a FHIR Bundle (any type), a resource, a list of resources, or a CDS Hooks prefetch dict.
+    Raises InputError if it is none of these.
+    """
+    kb = knowledge or load_knowledge()
+    config = config or EngineConfig.from_knowledge(kb)
+    explicit_at = at is not None
+    at = (at or datetime.now(UTC)).astimezone(UTC)
+    resources = collect(data)
+    issues = list(resources.issues)
+    normalizer = ObservationNormalizer(kb)
+    labs = normalizer.normalize(resources.by_type.get("Observation", []))
+    issues += normalizer.issues
+    labs = _drop_future(labs, at, explicit_at, timedelta(minutes=config.future_tolerance_minutes), issues)
+    conditions = resources.by_type.get("Condition", [])
+    drugs = drug_events(kb, resources, at, issues)
+    procedures = procedure_events(kb, resources.by_type.get("Procedure", []), at)
+    therapy = with_lymphodepletion(find_therapy(kb, resources, at), drugs, procedures)
+    crs = crs_episodes(kb, conditions, at)
+    ctx = Context(
+        kb=kb,
+        config=config,
+        at=at,
+        window_start=at - config.lookback,
+        labs=labs,
+        findings=findings_from_conditions(kb, conditions, at),
+        drugs=drugs,
+        procedures=procedures,
+        therapy=therapy,
+        crs=crs,
+        patient=patient_info(resources.by_type.get("Patient", []), labs, at),
+        supplied_types=frozenset(t for t, items in resources.by_type.items() if items),
+    )
+    instruments = Instruments(
+        hscore=evaluate_hscore(ctx),
+        hlh2004=evaluate_hlh2004(ctx),
+        hlh94=evaluate_hlh94(ctx),
+        cartox=evaluate_cartox(ctx),
+        shah=evaluate_shah(ctx),
+        iec_hs=evaluate_iec_hs(ctx),
+    )
+    return EvaluationResult(
+        engine_version=__version__,
+        at=at,
+        window_start=ctx.window_start,
+        patient=ctx.patient,
+        therapy=therapy,
+        crs=tuple(crs),
+        crs_status=crs[-1].status if crs else "none-recorded",
+        instruments=instruments,
+        missing_data=missing_data(kb, instruments),
+        data_quality=DataQuality(
+            resources_seen=resources.seen,
+            observations_used=sum(len(v) for v in labs.values()),
+            issues=tuple(issues),
+            fallback_ranges=tuple(sorted(normalizer.fallback_analytes)),
+        ),
+        unverified=unverified_items(kb, instruments),
+    )
+
+
+def _criteria(instruments: Instruments) -> list[tuple[str, CriterionResult]]:
+    found: list[tuple[str, CriterionResult]] = []
+    for name in ("iec_hs", "hscore", "hlh2004", "hlh94", "cartox", "shah"):
+        result = getattr(instruments, name)
+        found += [(name, c) for c in result.criteria]
+    return found
+
+
+INSTRUMENT_IDS = {
+    "iec_hs": "iecHs",
+    "hscore": "hscore",
+    "hlh2004": "hlh2004",
+    "hlh94": "hlh94",
+    "cartox": "cartox",
+    "shah": "shah",
+}
+
+
+def missing_data(kb: Knowledge, instruments: Instruments) -> tuple[MissingData, ...]:
+    """Analytes whose absence leaves a criterion undecided, with the LOINC code to order them by."""
+    needed: dict[str, list[str]] = {}
+    for name, criterion in _criteria(instruments):
+        if criterion.status != "unknown":
+            continue
+        for item in criterion.missing:
+            if item in kb.analytes:
+                users = needed.setdefault(item, [])
+                if INSTRUMENT_IDS[name] not in users:
+                    users.append(INSTRUMENT_IDS[name])
+    order = list(kb.analytes)
+    return tuple(
+        MissingData(analyte, kb.display(analyte), kb.first_loinc(analyte), tuple(users))
+        for analyte, users in sorted(needed.items(), key=lambda item: order.index(item[0]))
+    )
+
+
+def unverified_items(kb: Knowledge, instruments: Instruments) -> tuple[str, ...]:
+    items = []
+    if instruments.iec_hs.grading_unverified:
+        items.append("IEC-HS severity grading (Hines 2023) not checked against the published table")
+    if instruments.hlh94.unverified:
+        items.append("HLH-94 thresholds and all-five rule (review lists features only)")
+    if instruments.shah.unverified:
+        items.append("Shah 2020 criteria as described by the review (original not checked)")
+    if instruments.cartox.unverified:
+        items.append("CARTOX organ-toxicity wording")
+    items.append("Pulmonary edema grade >= 3 proxies (SpO2 < 88% with O2 support, ventilation)")
+    return tuple(items)

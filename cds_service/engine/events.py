@@ -1,0 +1,189 @@
+"""Conditions -> findings and CRS records; medication resources -> drug events; Procedures -> events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from cds_service.engine.catalog import NDC, RXNORM
+from cds_service.engine.fhirutil import (
+    codings,
+    concept_label,
+    concept_text,
+    period_start,
+    reference_id,
+    resource_key,
+)
+from cds_service.engine.knowledge import Knowledge
+from cds_service.engine.model import DataIssue, DrugEvent, FindingRecord, ProcedureEvent
+from cds_service.engine.resources import ResourceSet
+
+EXCLUDED = frozenset({"entered-in-error", "not-done", "cancelled", "stopped-before-start"})
+MED_TIME_FIELDS = {
+    "MedicationAdministration": ("effectiveDateTime", "effectivePeriod"),
+    "MedicationRequest": ("authoredOn",),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod", "dateAsserted"),
+}
+MED_SOURCE: dict[str, Literal["administration", "request", "statement"]] = {
+    "MedicationAdministration": "administration",
+    "MedicationRequest": "request",
+    "MedicationStatement": "statement",
+}
+
+
+def _code_of(concept: Any, system: str) -> str | None:
+    return next((code for sys, code, _ in codings(concept) if sys == system), None)
+
+
+def verification(resource: dict[str, Any]) -> str:
+    return next((code for _, code, _ in codings(resource.get("verificationStatus"))), "")
+
+
+def clinical_status(resource: dict[str, Any]) -> str:
+    return next((code for _, code, _ in codings(resource.get("clinicalStatus"))), "")
+
+
+def findings_from_conditions(
+    kb: Knowledge, conditions: list[dict[str, Any]], at: datetime
+) -> dict[str, FindingRecord]:
+    """Present if a matching Condition is not refuted; absent only if one is refuted; else unknown."""
+    records: dict[str, FindingRecord] = {}
+    for resource in conditions:
+        if verification(resource) == "entered-in-error":
+            continue
+        onset = period_start(resource, "onsetDateTime", "onsetPeriod", "recordedDate")
+        if onset is not None and onset > at:
+            continue
+        names = _finding_names(kb, resource.get("code"))
+        state: Literal["present", "absent"] = "absent" if verification(resource) == "refuted" else "present"
+        for name in names:
+            previous = records.get(name)
+            if previous is None or (previous.state == "absent" and state == "present"):
+                records[name] = FindingRecord(name, state, resource_key(resource), onset)
+    return records
+
+
+def _finding_names(kb: Knowledge, concept: Any) -> tuple[str, ...]:
+    names: list[str] = []
+    for system, code, _ in codings(concept):
+        names.extend(kb.finding_codes.get((system, code), ()))
+    if not names:
+        text = concept_text(concept)
+        if text:
+            # Most specific first: "hemophagocytosis in bone marrow" must not also count as "other".
+            for name, matcher in kb.finding_text.items():
+                if matcher.matches(text):
+                    names.append(name)
+            if {"hemophagocytosis_marrow", "hemophagocytosis_tissue"} & set(names):
+                names = [n for n in names if n != "hemophagocytosis_other"]
+    return tuple(dict.fromkeys(names))
+
+
+def crs_grade(kb: Knowledge, concept: Any) -> tuple[bool, int | None]:
+    """(is CRS, grade from the ICD-10-CM D89.83x digit)."""
+    for system, code, _ in codings(concept):
+        if system == kb.crs_system and code in kb.crs_codes:
+            return True, kb.crs_codes[code]
+    return (kb.crs_text.matches(concept_text(concept)), None)
+
+
+def drug_class(kb: Knowledge, concept: Any) -> str | None:
+    code = _code_of(concept, RXNORM)
+    if code is not None and code in kb.drug_rxnorm:
+        return kb.drug_rxnorm[code]
+    text = concept_text(concept)
+    return next((cls for name, cls in kb.drug_names if name in text), None) if text else None
+
+
+def medication_concept(resources: ResourceSet, resource: dict[str, Any]) -> Any:
+    """medicationCodeableConcept, or the code of the referenced (or contained) Medication."""
+    concept = resource.get("medicationCodeableConcept")
+    if concept is not None:
+        return concept
+    ref = reference_id(resource.get("medicationReference"))
+    if ref is None:
+        return None
+    if ref.startswith("#"):
+        for contained in resource.get("contained", []) if isinstance(resource.get("contained"), list) else []:
+            if isinstance(contained, dict) and f"#{contained.get('id')}" == ref:
+                return contained.get("code")
+        return None
+    target = resources.resource(ref)
+    return target.get("code") if target else None
+
+
+def drug_events(
+    kb: Knowledge, resources: ResourceSet, at: datetime, issues: list[DataIssue]
+) -> list[DrugEvent]:
+    events: list[DrugEvent] = []
+    for rtype, fields in MED_TIME_FIELDS.items():
+        for resource in resources.by_type.get(rtype, []):
+            if resource.get("status") in EXCLUDED:
+                continue
+            if rtype == "MedicationRequest" and resource.get("intent") in {"proposal", "plan"}:
+                continue
+            concept = medication_concept(resources, resource)
+            cls = drug_class(kb, concept)
+            if cls is None:
+                continue
+            time = period_start(resource, *fields)
+            if time is None:
+                issues.append(DataIssue(resource_key(resource), "medication without a usable time: excluded"))
+                continue
+            if time > at:
+                continue
+            events.append(
+                DrugEvent(
+                    cls,
+                    kb.drug_roles[cls],
+                    time,
+                    resource_key(resource),
+                    MED_SOURCE[rtype],
+                    concept_label(concept),
+                )
+            )
+    events.sort(key=lambda e: e.time)
+    return events
+
+
+def procedure_kind(kb: Knowledge, concept: Any) -> str | None:
+    for system, code, _ in codings(concept):
+        kind = kb.procedure_codes.get((system, code))
+        if kind is not None:
+            return kind
+    text = concept_text(concept)
+    if text:
+        return next((kind for kind, matcher in kb.procedure_text.items() if matcher.matches(text)), None)
+    return None
+
+
+def procedure_events(kb: Knowledge, procedures: list[dict[str, Any]], at: datetime) -> list[ProcedureEvent]:
+    events: list[ProcedureEvent] = []
+    for resource in procedures:
+        if resource.get("status") in EXCLUDED:
+            continue
+        kind = procedure_kind(kb, resource.get("code"))
+        time = period_start(resource, "performedDateTime", "performedPeriod")
+        if kind is None or time is None or time > at:
+            continue
+        events.append(ProcedureEvent(kind, time, resource_key(resource), concept_label(resource.get("code"))))
+    events.sort(key=lambda e: e.time)
+    return events
+
+
+def product_of(kb: Knowledge, concept: Any) -> tuple[str, str] | None:
+    """(product id, how it matched) for a CAR-T product concept."""
+    code = _code_of(concept, RXNORM)
+    if code is not None and code in kb.product_rxnorm:
+        return kb.product_rxnorm[code], "rxnorm"
+    ndc = _code_of(concept, NDC)
+    if ndc is not None:
+        for prefix, product in kb.product_ndc:
+            if ndc.startswith(prefix):
+                return product, "ndc"
+    text = concept_text(concept)
+    if text:
+        for name, product in kb.product_names:
+            if name in text:
+                return product, "name"
+    return None

@@ -1,0 +1,1 @@
+"""One module per published instrument; each is a pure function of the evaluation Context."""

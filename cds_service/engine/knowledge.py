@@ -1,0 +1,277 @@
+"""The knowledge base: every mappings/ file loaded, schema-validated and indexed once.
+
+Nothing clinical is hard-coded in the engine: codes, units, thresholds, reference limits and citations come
+from here. `load_knowledge()` fails fast with DataFileError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from cds_service.datafiles import check_thresholds, load_validated, mappings_dir
+from cds_service.engine.catalog import Analyte, DrugClass, Finding, ProcedureKind
+from cds_service.engine.units import UnitConverter, UnitError, UnitSpec
+from cds_service.errors import DataFileError
+
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+SYMBOLS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥"}
+CRITERIA_FILES = ("hscore", "hlh2004", "hlh94", "cartox", "shah", "iec_hs")
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A published cut-off, stored in its original unit and compared in the canonical unit."""
+
+    op: str
+    value: float
+    unit: str
+    original_value: float
+    original_unit: str
+    source: str
+
+    def test(self, measured: float) -> bool:
+        return OPERATORS[self.op](measured, self.value)
+
+    def describe(self) -> str:
+        return f"{SYMBOLS[self.op]} {self.original_value:g} {self.original_unit}".rstrip()
+
+
+@dataclass(frozen=True, slots=True)
+class CodeHit:
+    analyte: str
+    fasting: bool
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    display: str
+    target: str
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextMatcher:
+    """Case-insensitive matching of code.text / coding.display against reviewed patterns."""
+
+    patterns: tuple[re.Pattern[str], ...]
+
+    def matches(self, text: str) -> bool:
+        return any(pattern.search(text) for pattern in self.patterns)
+
+
+def _matcher(patterns: list[str], literal: bool = False) -> TextMatcher:
+    return TextMatcher(tuple(re.compile(re.escape(p) if literal else p, re.IGNORECASE) for p in patterns))
+
+
+@dataclass(slots=True)
+class Knowledge:
+    """All mappings, indexed for the hot path."""
+
+    directory: Path
+    analytes: dict[str, dict[str, Any]]
+    loinc_index: dict[str, CodeHit]
+    analyte_text: dict[str, TextMatcher]
+    units: UnitConverter
+    ranges: dict[str, tuple[float | None, float | None]]
+    products: dict[str, Product]
+    product_rxnorm: dict[str, str]
+    product_ndc: tuple[tuple[str, str], ...]
+    product_names: tuple[tuple[str, str], ...]
+    therapy_procedures: dict[tuple[str, str], str | None]
+    drug_rxnorm: dict[str, str]
+    drug_names: tuple[tuple[str, str], ...]
+    drug_roles: dict[str, str]
+    finding_codes: dict[tuple[str, str], tuple[str, ...]]
+    finding_text: dict[str, TextMatcher]
+    finding_display: dict[str, str]
+    crs_system: str
+    crs_codes: dict[str, int | None]
+    crs_text: TextMatcher
+    procedure_codes: dict[tuple[str, str], str]
+    procedure_text: dict[str, TextMatcher]
+    criteria: dict[str, dict[str, Any]]
+    ctcae: dict[str, Any]
+    engine_defaults: dict[str, Any]
+    citations: dict[str, dict[str, Any]]
+    unverified: list[str] = field(default_factory=list)
+
+    def threshold(self, analyte: str, spec: dict[str, Any], source: str = "") -> Threshold:
+        """Convert a threshold spec {op, value, unit} of `analyte` to canonical units."""
+        unit = spec.get("unit") or self.analytes[analyte]["canonical_unit"]
+        try:
+            value = self.units.threshold_to_canonical(analyte, float(spec["value"]), unit)
+        except UnitError as exc:
+            raise DataFileError(str(self.directory), f"threshold for {analyte}", str(exc)) from exc
+        return Threshold(
+            op=spec["op"],
+            value=value,
+            unit=self.analytes[analyte]["canonical_unit"],
+            original_value=float(spec["value"]),
+            original_unit=unit,
+            source=spec.get("source", source),
+        )
+
+    def display(self, analyte: str) -> str:
+        return str(self.analytes[analyte]["display"])
+
+    def first_loinc(self, analyte: str) -> str | None:
+        codes = self.analytes[analyte]["codes"]
+        return str(codes[0]["code"]) if codes else None
+
+    def citation_text(self, citation_id: str) -> str:
+        return str(self.citations[citation_id]["text"])
+
+
+def _load(directory: Path, name: str, schema: str | None = None) -> Any:
+    data = load_validated(
+        directory / name, directory / "schemas" / f"{schema or Path(name).stem}.schema.json"
+    )
+    check_thresholds(directory / name, data)
+    return data
+
+
+def _check_catalog(path: Path, names: set[str], catalog: type[Any]) -> None:
+    known = {member.value for member in catalog}
+    for name in sorted(names - known):
+        raise DataFileError(str(path), name, f"not a known {catalog.__name__} name")
+    for name in sorted(known - names):
+        raise DataFileError(str(path), name, f"{catalog.__name__} missing from the file")
+
+
+def _analyte_index(
+    directory: Path, data: dict[str, Any]
+) -> tuple[dict[str, CodeHit], dict[str, TextMatcher], dict[str, UnitSpec]]:
+    index: dict[str, CodeHit] = {}
+    text: dict[str, TextMatcher] = {}
+    specs: dict[str, UnitSpec] = {}
+    for name, spec in data["analytes"].items():
+        for code in spec["codes"]:
+            if code["code"] in index:
+                raise DataFileError(
+                    str(directory / "analytes.yaml"),
+                    f"analytes.{name}.codes",
+                    f"duplicate code {code['code']}",
+                )
+            index[code["code"]] = CodeHit(name, bool(code.get("fasting", False)), code["status"])
+        if spec.get("text_patterns"):
+            text[name] = _matcher(spec["text_patterns"])
+        specs[name] = UnitSpec(
+            canonical=spec["canonical_unit"],
+            molar_mass_g_per_mol=spec.get("molar_mass_g_per_mol"),
+            dimensionless=bool(spec.get("dimensionless", False)),
+            aliases=tuple(sorted(spec.get("unit_aliases", {}).items())),
+            rejected=frozenset(spec.get("reject_units", [])),
+        )
+    return index, text, specs
+
+
+def _coded(entries: list[dict[str, Any]], default_system: str) -> list[tuple[str, str]]:
+    return [(e.get("system", default_system), e["code"]) for e in entries]
+
+
+@cache
+def load_knowledge(directory: Path | None = None) -> Knowledge:
+    """Load and validate every mappings/ file (cached per directory)."""
+    directory = directory or mappings_dir()
+    citations = _load(directory, "citations.yaml")["citations"]
+    analytes_doc = _load(directory, "analytes.yaml")
+    _check_catalog(directory / "analytes.yaml", set(analytes_doc["analytes"]), Analyte)
+    loinc_index, analyte_text, specs = _analyte_index(directory, analytes_doc)
+    ranges_doc = _load(directory, "reference_ranges.yaml")
+    therapies = _load(directory, "therapies.yaml")
+    meds = _load(directory, "medications.yaml")
+    _check_catalog(directory / "medications.yaml", set(meds["classes"]), DrugClass)
+    conditions = _load(directory, "conditions.yaml")
+    _check_catalog(directory / "conditions.yaml", set(conditions["findings"]), Finding)
+    procedures = _load(directory, "procedures.yaml")
+    _check_catalog(directory / "procedures.yaml", set(procedures["kinds"]), ProcedureKind)
+    criteria = {name: _load(directory, f"criteria/{name}.yaml", "criteria") for name in CRITERIA_FILES}
+    ctcae = _load(directory, "criteria/ctcae.yaml", "ctcae")
+    engine_defaults = _load(directory, "engine.yaml")
+
+    finding_codes: dict[tuple[str, str], tuple[str, ...]] = {}
+    for name, spec in conditions["findings"].items():
+        for entry in spec["codes"]:
+            key = (entry["system"], entry["code"])
+            finding_codes[key] = tuple(
+                dict.fromkeys((*finding_codes.get(key, ()), name, *entry.get("also", [])))
+            )
+
+    knowledge = Knowledge(
+        directory=directory,
+        analytes=analytes_doc["analytes"],
+        loinc_index=loinc_index,
+        analyte_text=analyte_text,
+        units=UnitConverter(specs),
+        ranges={k: (v.get("low"), v.get("high")) for k, v in ranges_doc["ranges"].items()},
+        products={
+            p["id"]: Product(p["id"], p["display"], p["target"], tuple(p["names"]))
+            for p in therapies["products"]
+        },
+        product_rxnorm={c["code"]: p["id"] for p in therapies["products"] for c in p["rxnorm"]},
+        product_ndc=tuple((n["prefix"], p["id"]) for p in therapies["products"] for n in p.get("ndc", [])),
+        product_names=tuple((name.lower(), p["id"]) for p in therapies["products"] for name in p["names"]),
+        therapy_procedures={(e["system"], e["code"]): e.get("product") for e in therapies["procedures"]},
+        drug_rxnorm={c["code"]: name for name, spec in meds["classes"].items() for c in spec["rxnorm"]},
+        drug_names=tuple((n.lower(), name) for name, spec in meds["classes"].items() for n in spec["names"]),
+        drug_roles={name: spec["role"] for name, spec in meds["classes"].items()},
+        finding_codes=finding_codes,
+        finding_text={
+            name: _matcher(spec["text_patterns"], literal=True)
+            for name, spec in conditions["findings"].items()
+        },
+        finding_display={name: spec["display"] for name, spec in conditions["findings"].items()},
+        crs_system=conditions["crs"]["system"],
+        crs_codes=conditions["crs"]["codes"],
+        crs_text=_matcher(conditions["crs"]["text_patterns"], literal=True),
+        procedure_codes={
+            key: name for name, spec in procedures["kinds"].items() for key in _coded(spec["codes"], "")
+        },
+        procedure_text={
+            name: _matcher(spec["text_patterns"], literal=True) for name, spec in procedures["kinds"].items()
+        },
+        criteria=criteria,
+        ctcae=ctcae,
+        engine_defaults=engine_defaults,
+        citations=citations,
+    )
+    _check_references(knowledge)
+    return knowledge
+
+
+def _check_references(kb: Knowledge) -> None:
+    """Every citation id and every analyte named by a criterion must exist."""
+
+    def walk(path: str, data: Any, trail: str) -> None:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key in {"source", "citation"} and isinstance(value, str) and value not in kb.citations:
+                    raise DataFileError(path, f"{trail}.{key}", f"unknown citation id '{value}'")
+                if key == "analyte" and value not in kb.analytes:
+                    raise DataFileError(path, f"{trail}.{key}", f"unknown analyte '{value}'")
+                walk(path, value, f"{trail}.{key}")
+        elif isinstance(data, list):
+            for i, value in enumerate(data):
+                walk(path, value, f"{trail}[{i}]")
+
+    for name, doc in kb.criteria.items():
+        walk(str(kb.directory / "criteria" / f"{name}.yaml"), doc, "$")
+    walk(str(kb.directory / "criteria" / "ctcae.yaml"), kb.ctcae, "$")
+    for analyte, _ in kb.ranges.items():
+        if analyte not in kb.analytes:
+            raise DataFileError(
+                str(kb.directory / "reference_ranges.yaml"), f"ranges.{analyte}", "unknown analyte"
+            )

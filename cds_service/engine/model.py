@@ -1,0 +1,254 @@
+"""Typed, immutable results of each pipeline stage. Serialized to camelCase JSON by serialize.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Status = Literal["met", "not-met", "unknown"]
+FindingState = Literal["present", "absent", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class LabValue:
+    """One normalized measurement in its analyte's canonical unit."""
+
+    analyte: str
+    value: float
+    unit: str
+    time: datetime
+    resource_id: str
+    code: str
+    original_value: float
+    original_unit: str
+    comparator: str | None = None
+    low: float | None = None
+    high: float | None = None
+    range_source: Literal["observation", "fallback", "none"] = "none"
+    preliminary: bool = False
+    fasting: bool = False
+    increment: float | None = None  # one reporting increment, in canonical units
+
+
+@dataclass(frozen=True, slots=True)
+class DataIssue:
+    """A resource (or element) that was excluded or flagged, and why."""
+
+    resource: str
+    problem: str
+    path: str | None = None
+    severity: Literal["excluded", "flagged"] = "excluded"
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRecord:
+    """A clinical finding from Conditions: present, explicitly absent (refuted) or unknown."""
+
+    finding: str
+    state: FindingState
+    resource_id: str | None = None
+    onset: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DrugEvent:
+    """A drug given (or ordered) at a time, by drug class."""
+
+    drug_class: str
+    role: str
+    time: datetime
+    resource_id: str
+    source: Literal["administration", "request", "statement"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureEvent:
+    kind: str
+    time: datetime
+    resource_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CrsEpisode:
+    """A cytokine release syndrome episode from coded Conditions."""
+
+    onset: datetime | None
+    abatement: datetime | None
+    max_grade: int | None
+    latest_grade: int | None
+    status: Literal["active", "resolving", "resolved"]
+    resource_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Therapy:
+    """The immune effector cell therapy on record, if any."""
+
+    found: bool
+    product_id: str | None = None
+    product: str | None = None
+    target: str | None = None
+    infusion_time: datetime | None = None
+    day_post_infusion: int | None = None
+    resource_id: str | None = None
+    lymphodepletion_time: datetime | None = None
+    match: str | None = None  # how the product was recognised (rxnorm, ndc, name, procedure)
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a criterion was decided on: a value, a finding, a drug, or an explanation."""
+
+    kind: Literal["value", "finding", "drug", "procedure", "note"]
+    description: str
+    resource_id: str | None = None
+    analyte: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    time: datetime | None = None
+    boundary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CriterionResult:
+    id: str
+    label: str
+    status: Status
+    threshold: str | None
+    citation: str
+    evidence: tuple[Evidence, ...] = ()
+    missing: tuple[str, ...] = ()  # analytes or findings whose absence left this unknown
+    points: int | None = None
+    points_min: int | None = None
+    points_max: int | None = None
+    unverified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HScoreResult:
+    score: int
+    score_min: int
+    score_max: int
+    probability: float
+    probability_qualifier: Literal["<", "=", ">"]
+    probability_band: str
+    probability_min: float
+    probability_max: float
+    above_cutoff: bool | None
+    cutoff: int
+    criteria: tuple[CriterionResult, ...]
+    citation: str
+    caveat: str
+
+
+@dataclass(frozen=True, slots=True)
+class CountResult:
+    """HLH-2004 / HLH-94: n of N criteria, fulfilled true/false/null."""
+
+    met_count: int
+    unknown_count: int
+    total: int
+    required: int
+    fulfilled: bool | None
+    criteria: tuple[CriterionResult, ...]
+    citation: str
+    unverified: bool = False
+    caveat: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FerritinOrganResult:
+    """CARTOX / Shah: a ferritin requirement plus >= N organ criteria."""
+
+    fulfilled: bool | None
+    organ_met_count: int
+    organ_unknown_count: int
+    required_organ_count: int
+    criteria: tuple[CriterionResult, ...]
+    citation: str
+    mode: str | None = None
+    unverified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GradeFact:
+    grade: int
+    description: str
+    resource_id: str | None = None
+    time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IecHsResult:
+    status: Literal["met", "not-met", "indeterminate", "not-applicable"]
+    criteria: tuple[CriterionResult, ...]
+    grade: int | None
+    grade_label: str | None
+    grade_basis: tuple[GradeFact, ...]
+    grade_missing: tuple[str, ...]
+    grade_is_minimum: bool
+    onset: datetime | None
+    citation: str
+    grading_citation: str
+    grading_unverified: bool
+    alternatives: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class MissingData:
+    analyte: str
+    display: str
+    loinc: str | None
+    needed_by: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Instruments:
+    hscore: HScoreResult
+    hlh2004: CountResult
+    hlh94: CountResult
+    cartox: FerritinOrganResult
+    shah: FerritinOrganResult
+    iec_hs: IecHsResult
+
+
+@dataclass(frozen=True, slots=True)
+class PatientInfo:
+    id: str | None
+    age_years: float | None
+    age_days: int | None
+    gender: str | None
+    deceased: bool | None
+    deceased_time: datetime | None
+    weight_kg: float | None
+    weight_time: datetime | None
+    pediatric: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class DataQuality:
+    resources_seen: int
+    observations_used: int
+    issues: tuple[DataIssue, ...]
+    fallback_ranges: tuple[str, ...]  # analytes whose ULN/LLN came from the fallback table
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationResult:
+    """The engine's complete answer for one patient at one instant."""
+
+    engine_version: str
+    at: datetime
+    window_start: datetime
+    patient: PatientInfo
+    therapy: Therapy
+    crs: tuple[CrsEpisode, ...]
+    crs_status: Literal["none-recorded", "active", "resolving", "resolved"]
+    instruments: Instruments
+    missing_data: tuple[MissingData, ...]
+    data_quality: DataQuality
+    unverified: tuple[str, ...] = field(default=())

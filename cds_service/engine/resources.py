@@ -1,0 +1,106 @@
+"""Collect FHIR resources from a Bundle, a prefetch dict, a list or a single resource; de-duplicate."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from cds_service.engine.fhirutil import parse_datetime, resource_key
+from cds_service.engine.model import DataIssue
+from cds_service.errors import InputError
+
+USED_TYPES = frozenset(
+    {
+        "Patient",
+        "Observation",
+        "Condition",
+        "Procedure",
+        "MedicationAdministration",
+        "MedicationRequest",
+        "MedicationStatement",
+        "Medication",
+    }
+)
+
+
+class ResourceSet:
+    """Resources by type, after de-duplication, plus the issues met while collecting them."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.issues: list[DataIssue] = []
+        self.seen = 0
+        self._by_key: dict[str, dict[str, Any]] = {}
+
+    def add(self, resource: Any, where: str) -> None:
+        if not isinstance(resource, dict):
+            self.issues.append(DataIssue(where, "entry is not a JSON object"))
+            return
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            self.issues.append(DataIssue(where, "resource has no resourceType"))
+            return
+        if rtype == "Bundle":
+            self._add_bundle(resource, where)
+            return
+        self.seen += 1
+        if rtype not in USED_TYPES:
+            return
+        if isinstance(resource.get("id"), str):
+            key = resource_key(resource)
+            previous = self._by_key.get(key)
+            if previous is not None:
+                self.issues.append(
+                    DataIssue(
+                        key, "duplicate resource id; the most recent version is used", severity="flagged"
+                    )
+                )
+                if _last_updated(previous) > _last_updated(resource):
+                    return
+                self.by_type[rtype].remove(previous)
+            self._by_key[key] = resource
+        self.by_type[rtype].append(resource)
+
+    def _add_bundle(self, bundle: dict[str, Any], where: str) -> None:
+        entries = bundle.get("entry", [])
+        if not isinstance(entries, list):
+            self.issues.append(DataIssue(where, "Bundle.entry is not an array"))
+            return
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "resource" not in entry:
+                self.issues.append(DataIssue(f"{where}.entry[{index}]", "entry has no resource"))
+                continue
+            self.add(entry["resource"], f"{where}.entry[{index}].resource")
+
+    def resource(self, reference: str) -> dict[str, Any] | None:
+        return self._by_key.get(reference)
+
+
+def _last_updated(resource: dict[str, Any]) -> str:
+    meta = resource.get("meta")
+    stamp = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    parsed = parse_datetime(stamp)
+    return parsed.isoformat() if parsed else ""
+
+
+def collect(data: Any) -> ResourceSet:
+    """Accept a Bundle (any type), a resource, a list, or a prefetch-style dict of those."""
+    result = ResourceSet()
+    if isinstance(data, list):
+        for index, item in enumerate(data):
+            result.add(item, f"[{index}]")
+    elif isinstance(data, dict) and "resourceType" in data:
+        result.add(data, "$")
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            if value is None:
+                continue  # prefetch null: the client had no data for this key
+            if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
+                result.issues.append(
+                    DataIssue(f"prefetch.{key}", "prefetch failed (OperationOutcome)", severity="flagged")
+                )
+                continue
+            result.add(value, f"prefetch.{key}")
+    else:
+        raise InputError("input is not a FHIR Bundle, resource, list or prefetch object")
+    return result
