@@ -117,7 +117,11 @@ def evaluate(
             issues=tuple(issues),
             fallback_ranges=tuple(sorted(normalizer.fallback_analytes)),
         ),
+        drugs=tuple(drugs),
+        procedures=tuple(procedures),
+        latest=tuple(series[-1] for series in labs.values() if series),
         unverified=unverified_items(kb, instruments),
+        labs={analyte: tuple(series) for analyte, series in labs.items() if series},
     )
 
 

@@ -251,4 +251,10 @@ class EvaluationResult:
     instruments: Instruments
     missing_data: tuple[MissingData, ...]
     data_quality: DataQuality
+    drugs: tuple[DrugEvent, ...] = ()
+    procedures: tuple[ProcedureEvent, ...] = ()
+    latest: tuple[LabValue, ...] = ()  # the latest value of each analyte at or before `at`
     unverified: tuple[str, ...] = field(default=())
+    # Every normalized value at or before `at`, by analyte: for trend charts and card logic.
+    # Not part of the JSON document (it can hold thousands of values).
+    labs: dict[str, tuple[LabValue, ...]] = field(default_factory=dict, metadata={"json": False})

@@ -18,7 +18,11 @@ def camel(name: str) -> str:
 
 @cache
 def _fields(cls: type) -> tuple[tuple[str, str], ...]:
-    return tuple((f.name, camel(f.name)) for f in dataclasses.fields(cls) if not f.name.startswith("_"))
+    return tuple(
+        (f.name, camel(f.name))
+        for f in dataclasses.fields(cls)
+        if not f.name.startswith("_") and f.metadata.get("json", True)
+    )
 
 
 def _time(value: datetime) -> str:
