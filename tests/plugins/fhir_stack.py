@@ -1,0 +1,556 @@
+"""pytest plugin: a real FHIR R4 server + SMART authorization server (one Node process).
+
+Register with ``pytest_plugins = ["tests.plugins.fhir_stack"]`` (or ``-p tests.plugins.fhir_stack``).
+
+Fixtures (all session-scoped):
+
+* ``fhir_stack`` -> :class:`FhirStack`: the running stack, seeded with every
+  ``fixtures/scenarios/*.json`` and ``fixtures/population/*.json`` Bundle that exists at session start.
+* ``fhir_stack_app_port`` -> int: a free 127.0.0.1 port reserved for the app under test; its SMART
+  callback ``http://127.0.0.1:{port}/smart/callback`` is registered by default.
+* ``smart_redirect_uris`` -> list[str]: the exact redirect URIs registered for the SMART client
+  (override the fixture to register others).
+* ``fhir_stack_seed_paths`` -> list[Path]: the seed files (override to change them).
+* ``fhir_stack_env`` -> dict[str, str]: extra environment knobs for the session stack (override).
+
+The process code is shared with ``python -m tests.stack`` (``make stack``) via :func:`start_stack`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STACK_DIR = REPO_ROOT / "tests" / "fhir_stack"
+STACK_SCRIPT = STACK_DIR / "stack.mjs"
+SEED_GLOBS = ("fixtures/scenarios/*.json", "fixtures/population/*.json")
+DEFAULT_TOKEN = "cds-test-token"
+DEFAULT_CLIENT_ID = "smart-app"
+START_TIMEOUT_S = float(os.environ.get("FHIR_STACK_START_TIMEOUT", "60"))
+# Inherited variables that would change the stack behind the fixture's back.
+_SANITIZED_PREFIXES = ("FHIR_", "SMART_")
+_SANITIZED_NAMES = ("AUTH_PORT",)
+
+
+# stdout reader thread per stack process id (joined when the process is stopped)
+_PUMPS: dict[int, threading.Thread] = {}
+
+
+class FhirStackError(RuntimeError):
+    """The stack could not be started, or a request to it failed."""
+
+
+def free_port() -> int:
+    """Returns a currently free TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def callback_uris(app_port: int) -> list[str]:
+    """The SMART callback URIs of an app served on ``app_port``."""
+    return [
+        f"http://127.0.0.1:{app_port}/smart/callback",
+        f"http://localhost:{app_port}/smart/callback",
+    ]
+
+
+def discover_seed_paths(root: Path = REPO_ROOT) -> list[Path]:
+    """Every fixture Bundle file that exists now, in a stable order."""
+    paths: list[Path] = []
+    for pattern in SEED_GLOBS:
+        paths.extend(sorted(root.glob(pattern)))
+    return paths
+
+
+def _as_loadable_bundle(data: Any, source: str) -> dict[str, Any]:
+    """Returns a batch/transaction Bundle for ``data`` or raises with a clear message.
+
+    Accepted: a batch/transaction Bundle (as is); any other Bundle type (converted to a batch that
+    PUTs entries with an id and POSTs the others); a JSON object whose ``bundle`` key holds a Bundle.
+    """
+    if isinstance(data, dict) and data.get("resourceType") != "Bundle":
+        inner = data.get("bundle")
+        if isinstance(inner, dict) and inner.get("resourceType") == "Bundle":
+            data = inner
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise FhirStackError(
+            f"{source} is not a FHIR Bundle (nor an object with a 'bundle' key holding one); "
+            "the fhir_stack plugin loads fixtures/scenarios/*.json and fixtures/population/*.json "
+            "as seed data"
+        )
+    if data.get("type") in ("batch", "transaction"):
+        return data
+    entries: list[dict[str, Any]] = []
+    for entry in data.get("entry", []):
+        resource = entry.get("resource")
+        if not isinstance(resource, dict) or "resourceType" not in resource:
+            raise FhirStackError(f"{source}: a Bundle entry has no resource")
+        rtype = resource["resourceType"]
+        if resource.get("id"):
+            request = {"method": "PUT", "url": f"{rtype}/{resource['id']}"}
+        else:
+            request = {"method": "POST", "url": rtype}
+        new_entry: dict[str, Any] = {"resource": resource, "request": request}
+        if entry.get("fullUrl"):
+            new_entry["fullUrl"] = entry["fullUrl"]
+        entries.append(new_entry)
+    return {"resourceType": "Bundle", "type": "batch", "entry": entries}
+
+
+def prepare_seed_files(paths: Sequence[Path], workdir: Path) -> list[Path]:
+    """Validates seed files; non-batch Bundles are converted into ``workdir``."""
+    prepared: list[Path] = []
+    for index, path in enumerate(paths):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FhirStackError(f"cannot read seed file {path}: {exc}") from exc
+        bundle = _as_loadable_bundle(data, str(path))
+        if bundle is data:
+            prepared.append(path)
+        else:
+            converted = workdir / f"seed-{index:03d}-{path.name}"
+            converted.write_text(json.dumps(bundle), encoding="utf-8")
+            prepared.append(converted)
+    return prepared
+
+
+def bundle_failures(response_bundle: Mapping[str, Any]) -> list[str]:
+    """Describes every entry of a batch/transaction response whose status is not 2xx."""
+    failures: list[str] = []
+    for i, entry in enumerate(response_bundle.get("entry", [])):
+        status = str(entry.get("response", {}).get("status", ""))
+        if not status[:1] == "2":
+            outcome = entry.get("response", {}).get("outcome", {})
+            text = ""
+            if outcome.get("issue"):
+                issue = outcome["issue"][0]
+                text = issue.get("diagnostics") or issue.get("details", {}).get("text", "")
+            failures.append(f"entry {i}: {status} {text}".strip())
+    return failures
+
+
+@dataclass
+class FhirStack:
+    """A running FHIR + SMART stack (one ``node tests/fhir_stack/stack.mjs`` process)."""
+
+    fhir_base: str
+    """e.g. ``http://127.0.0.1:41234/fhir``"""
+    auth_base: str
+    """SMART authorization server origin, e.g. ``http://127.0.0.1:41235``"""
+    token: str
+    """A static Bearer token the FHIR server accepts (use it as ``fhirAuthorization.access_token``)."""
+    tokens: list[str]
+    client_id: str
+    redirect_uris: list[str]
+    app_port: int
+    """Port reserved for the app under test (its callback is in ``redirect_uris`` by default)."""
+    info: dict[str, Any]
+    """The stack's ready line (ports, knobs, seeds, start-up time)."""
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+    env: dict[str, str]
+    seed_paths: list[Path]
+    http: requests.Session = field(repr=False)
+    """A session with ``Authorization: Bearer {token}`` and FHIR JSON ``Accept``."""
+    _extras: list[FhirStack] = field(default_factory=list, repr=False)
+    _workdir: Path | None = field(default=None, repr=False)
+
+    # ---------------------------------------------------------------- URLs
+
+    @property
+    def fhir_port(self) -> int:
+        return int(self.info["fhir_port"])
+
+    @property
+    def auth_port(self) -> int:
+        return int(self.info["auth_port"])
+
+    @property
+    def fhir_origin(self) -> str:
+        return self.fhir_base.rsplit("/fhir", 1)[0]
+
+    @property
+    def smart_configuration_url(self) -> str:
+        return f"{self.fhir_base}/.well-known/smart-configuration"
+
+    @property
+    def authorize_url(self) -> str:
+        return f"{self.auth_base}/auth"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.auth_base}/token"
+
+    def ehr_launch_url(
+        self,
+        patient: str,
+        launch_uri: str,
+        *,
+        app_context: str | None = None,
+        encounter: str | None = None,
+        need_patient_banner: bool | None = None,
+        deny: bool = False,
+    ) -> str:
+        """URL of the simulated EHR launch; it redirects to ``launch_uri?iss=...&launch=...``."""
+        params: dict[str, str] = {"patient": patient, "launch_uri": launch_uri}
+        if app_context is not None:
+            params["app_context"] = app_context
+        if encounter is not None:
+            params["encounter"] = encounter
+        if need_patient_banner is not None:
+            params["need_patient_banner"] = "true" if need_patient_banner else "false"
+        if deny:
+            params["deny"] = "1"
+        return f"{self.auth_base}/ehr/launch?{urlencode(params)}"
+
+    # ---------------------------------------------------------------- HTTP helpers
+
+    def session(self, token: str | None = None) -> requests.Session:
+        """A new session; with the static token unless ``token`` is given ("" means none)."""
+        sess = requests.Session()
+        sess.headers["Accept"] = "application/fhir+json"
+        use = self.token if token is None else token
+        if use:
+            sess.headers["Authorization"] = f"Bearer {use}"
+        return sess
+
+    def load_bundle(self, bundle: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+        """POSTs a Bundle (dict or JSON file path) to the FHIR base and returns the response Bundle.
+
+        Non-batch Bundles are loaded as a batch of PUT/POST entries. Raises
+        :class:`FhirStackError` when the request or any entry fails.
+        """
+        if isinstance(bundle, Mapping):
+            data: Any = dict(bundle)
+            source = "bundle"
+        else:
+            source = str(bundle)
+            data = json.loads(Path(bundle).read_text(encoding="utf-8"))
+        loadable = _as_loadable_bundle(data, source)
+        resp = self.http.post(
+            self.fhir_base,
+            data=json.dumps(loadable),
+            headers={"Content-Type": "application/fhir+json"},
+            timeout=120,
+        )
+        if resp.status_code != 200:
+            raise FhirStackError(f"loading {source} failed: HTTP {resp.status_code}: {resp.text[:1000]}")
+        result: dict[str, Any] = resp.json()
+        failures = bundle_failures(result)
+        if failures:
+            raise FhirStackError(f"loading {source}: {len(failures)} entries failed: {failures[:5]}")
+        return result
+
+    def reset(self, *, seed: bool = True) -> int:
+        """Deletes all data; reloads the seed files unless ``seed=False``. Returns entries loaded."""
+        resp = requests.post(
+            f"{self.fhir_origin}/_control/reset",
+            params={"seed": "true" if seed else "false"},
+            timeout=120,
+        )
+        if resp.status_code != 200:
+            raise FhirStackError(f"reset failed: HTTP {resp.status_code}: {resp.text[:500]}")
+        return int(resp.json()["seeded_entries"])
+
+    def stats(self) -> dict[str, int]:
+        """Number of stored resources per type."""
+        resp = requests.get(f"{self.fhir_origin}/_control/stats", timeout=10)
+        resp.raise_for_status()
+        counts: dict[str, int] = resp.json()["resources"]
+        return counts
+
+    def stderr_tail(self, max_chars: int = 4000) -> str:
+        try:
+            return self.stderr_path.read_text(encoding="utf-8", errors="replace")[-max_chars:]
+        except OSError:
+            return ""
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start_extra(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        seeds: Sequence[Path] | None = None,
+        redirect_uris: Sequence[str] | None = None,
+    ) -> FhirStack:
+        """Starts another stack on new free ports with different knobs, e.g.
+        ``{"FHIR_MAX_COUNT": "2"}`` or ``{"SMART_TOKEN_TTL": "1"}``.
+
+        It uses this stack's seed files unless ``seeds`` is given (``[]`` for an empty server) and
+        this stack's redirect URIs unless ``redirect_uris`` is given. It is stopped together with
+        this stack, or earlier with :meth:`stop` / ``with fhir_stack.start_extra(...) as extra:``.
+        """
+        extra = start_stack(
+            env=env or {},
+            seed_paths=self.seed_paths if seeds is None else list(seeds),
+            redirect_uris=list(self.redirect_uris if redirect_uris is None else redirect_uris),
+            app_port=self.app_port,
+            seeds_prepared=seeds is None,
+        )
+        self._extras.append(extra)
+        return extra
+
+    def stop(self) -> None:
+        """Stops extra stacks and this process group (SIGTERM, then SIGKILL after 5 s)."""
+        for extra in self._extras:
+            extra.stop()
+        self._extras.clear()
+        self.http.close()
+        _terminate(self.process)
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> FhirStack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """Stops the process group (SIGTERM, SIGKILL after 5 s) and closes the stdout pipe."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait(timeout=5)
+    pump = _PUMPS.pop(process.pid, None)
+    if pump is not None:
+        pump.join(timeout=5)
+    if process.stdout is not None and not process.stdout.closed:
+        process.stdout.close()
+
+
+def _read_ready_line(process: subprocess.Popen[bytes], timeout: float) -> dict[str, Any] | None:
+    """Waits for the ready JSON line on stdout; drains the rest in the background."""
+    assert process.stdout is not None
+    stdout: IO[bytes] = process.stdout
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def pump() -> None:
+        for line in iter(stdout.readline, b""):
+            lines.put(line)
+        lines.put(b"")
+
+    thread = threading.Thread(target=pump, name="fhir-stack-stdout", daemon=True)
+    thread.start()
+    _PUMPS[process.pid] = thread
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            line = lines.get(timeout=min(remaining, 0.5))
+        except queue.Empty:
+            if process.poll() is not None and lines.empty():
+                return None
+            continue
+        if not line:
+            return None
+        text = line.decode("utf-8", errors="replace").strip()
+        if text.startswith("{"):
+            try:
+                parsed: dict[str, Any] = json.loads(text)
+            except ValueError:
+                continue
+            if parsed.get("event") == "ready":
+                return parsed
+
+
+def start_stack(
+    *,
+    env: Mapping[str, str] | None = None,
+    seed_paths: Sequence[Path] = (),
+    redirect_uris: Sequence[str] | None = None,
+    app_port: int | None = None,
+    fhir_port: int = 0,
+    auth_port: int = 0,
+    inherit_knobs: bool = False,
+    seeds_prepared: bool = False,
+    timeout: float = START_TIMEOUT_S,
+) -> FhirStack:
+    """Starts ``node tests/fhir_stack/stack.mjs`` and waits until it is ready.
+
+    Port 0 lets the OS choose a free port (the actual ports come back in the ready line).
+    ``env`` overrides any knob (FHIR_BEARER_TOKENS, FHIR_MAX_COUNT, SMART_TOKEN_TTL, ...).
+    Raises :class:`FhirStackError` with the process's stderr when start-up fails.
+    """
+    node = shutil.which("node")
+    if node is None:
+        raise FhirStackError("node is not on PATH; the FHIR test stack needs Node >= 20.19")
+    if (
+        not (STACK_DIR / "node_modules" / "@medplum" / "fhir-router").is_dir()
+        or not (STACK_DIR / "node_modules" / "oidc-provider").is_dir()
+    ):
+        raise FhirStackError(
+            f"{STACK_DIR}/node_modules is missing; run `make node-deps` (npm ci --prefix tests/fhir_stack)"
+        )
+    workdir = Path(tempfile.mkdtemp(prefix="fhir-stack-"))
+    try:
+        seeds = list(seed_paths) if seeds_prepared else prepare_seed_files(seed_paths, workdir)
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    if app_port is None:
+        app_port = free_port()
+    uris = list(redirect_uris) if redirect_uris is not None else callback_uris(app_port)
+
+    child_env = {
+        k: v
+        for k, v in os.environ.items()
+        if inherit_knobs or not (k.startswith(_SANITIZED_PREFIXES) or k in _SANITIZED_NAMES)
+    }
+    knobs = {
+        "FHIR_PORT": str(fhir_port),
+        "AUTH_PORT": str(auth_port),
+        "FHIR_BEARER_TOKENS": DEFAULT_TOKEN,
+        "SMART_CLIENT_ID": DEFAULT_CLIENT_ID,
+        "SMART_REDIRECT_URIS": ",".join(uris),
+        "FHIR_SEED": "",
+    }
+    for key, value in knobs.items():
+        if not inherit_knobs or key not in child_env:
+            child_env[key] = value
+    child_env.update(env or {})
+
+    stderr_path = workdir / "stack.stderr.log"
+    stderr_file = stderr_path.open("wb")
+    args = [node, str(STACK_SCRIPT), *(str(p) for p in seeds)]
+    process = subprocess.Popen(
+        args,
+        cwd=str(REPO_ROOT),
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr_file,
+        start_new_session=True,
+    )
+    stderr_file.close()
+
+    def fail(reason: str) -> FhirStackError:
+        _terminate(process)
+        log = stderr_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+        shutil.rmtree(workdir, ignore_errors=True)
+        return FhirStackError(
+            f"FHIR test stack failed to start: {reason}\n"
+            f"command: {' '.join(args[:2])} <{len(seeds)} seed files>\n"
+            f"exit code: {process.returncode}\n--- stack stderr ---\n{log}"
+        )
+
+    info = _read_ready_line(process, timeout)
+    if info is None:
+        raise fail(f"no ready line within {timeout:.0f} s")
+    for url in (f"http://127.0.0.1:{info['fhir_port']}/healthz", f"{info['auth_base']}/healthz"):
+        try:
+            health = requests.get(url, timeout=5)
+        except requests.RequestException as exc:
+            raise fail(f"{url} unreachable: {exc}") from exc
+        if health.status_code != 200:
+            raise fail(f"{url} answered {health.status_code}")
+
+    tokens = [t for t in child_env.get("FHIR_BEARER_TOKENS", "").split(",") if t.strip()]
+    token = tokens[0].strip() if tokens else ""
+    http = requests.Session()
+    http.headers["Accept"] = "application/fhir+json"
+    if token:
+        http.headers["Authorization"] = f"Bearer {token}"
+    return FhirStack(
+        fhir_base=str(info["fhir_base"]),
+        auth_base=str(info["auth_base"]),
+        token=token,
+        tokens=[t.strip() for t in tokens],
+        client_id=str(info["client_id"]),
+        redirect_uris=[str(u) for u in info["redirect_uris"]],
+        app_port=app_port,
+        info=info,
+        process=process,
+        stderr_path=stderr_path,
+        env=child_env,
+        seed_paths=seeds,
+        http=http,
+        _workdir=workdir,
+    )
+
+
+# -------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def fhir_stack_app_port() -> int:
+    """A free port reserved for the app under test (its SMART callback is pre-registered)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def smart_redirect_uris(fhir_stack_app_port: int) -> list[str]:
+    """Exact redirect URIs registered for the SMART client; override to register others."""
+    return callback_uris(fhir_stack_app_port)
+
+
+@pytest.fixture(scope="session")
+def fhir_stack_seed_paths() -> list[Path]:
+    """Seed Bundles: every fixtures/scenarios/*.json and fixtures/population/*.json present now."""
+    return discover_seed_paths()
+
+
+@pytest.fixture(scope="session")
+def fhir_stack_env() -> dict[str, str]:
+    """Extra environment knobs for the session stack (override the fixture to change them)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def fhir_stack(
+    fhir_stack_app_port: int,
+    smart_redirect_uris: list[str],
+    fhir_stack_seed_paths: list[Path],
+    fhir_stack_env: dict[str, str],
+) -> Iterator[FhirStack]:
+    """The session's FHIR R4 + SMART stack on free 127.0.0.1 ports (stopped at session end)."""
+    stack = start_stack(
+        env=fhir_stack_env,
+        seed_paths=fhir_stack_seed_paths,
+        redirect_uris=smart_redirect_uris,
+        app_port=fhir_stack_app_port,
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop()
