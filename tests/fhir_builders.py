@@ -23,7 +23,9 @@ def day(n: float, hours: float = 0) -> datetime:
     return T0 + timedelta(days=n, hours=hours)
 
 
-def patient(pid: str = "p1", birth: str = "1970-05-01", gender: str = "female", **extra: Any) -> dict[str, Any]:
+def patient(
+    pid: str = "p1", birth: str = "1970-05-01", gender: str = "female", **extra: Any
+) -> dict[str, Any]:
     return {"resourceType": "Patient", "id": pid, "birthDate": birth, "gender": gender, **extra}
 
 
@@ -64,11 +66,15 @@ def obs(
     return resource
 
 
-def car_t(when: datetime = T0, rxnorm: str = "1987402", text: str = "axicabtagene ciloleucel") -> dict[str, Any]:
+def car_t(
+    when: datetime = T0, rxnorm: str = "1987402", text: str = "axicabtagene ciloleucel"
+) -> dict[str, Any]:
     return medication(rxnorm, text, when)
 
 
-def medication(rxnorm: str | None, text: str, when: datetime, rtype: str = "MedicationAdministration") -> dict[str, Any]:
+def medication(
+    rxnorm: str | None, text: str, when: datetime, rtype: str = "MedicationAdministration"
+) -> dict[str, Any]:
     concept: dict[str, Any] = {"text": text}
     if rxnorm:
         concept["coding"] = [{"system": RXNORM, "code": rxnorm, "display": text}]
@@ -113,7 +119,9 @@ def crs(grade: int, onset: datetime, abatement: datetime | None = None) -> dict[
     return condition(ICD10, f"D89.83{grade}", onset, abatement=abatement)
 
 
-def procedure(text: str, when: datetime, system: str | None = None, code: str | None = None) -> dict[str, Any]:
+def procedure(
+    text: str, when: datetime, system: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     concept: dict[str, Any] = {"text": text}
     if system and code:
         concept["coding"] = [{"system": system, "code": code}]

@@ -50,6 +50,11 @@ def round_sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
     return round(value, digits - 1 - math.floor(math.log10(abs(value))))
 
 
+def scaled(factor: float, value: float) -> float:
+    """factor x value without binary noise (3 x 1.2 must equal 3.6 at a cut-off)."""
+    return round_sig(factor * value)
+
+
 _DIMENSIONLESS_SPELLINGS = {"", "1", "{ratio}", "{INR}", "INR", "{index}", "ratio"}
 _lock = threading.Lock()
 

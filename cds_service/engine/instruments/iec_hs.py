@@ -17,6 +17,7 @@ from cds_service.engine.context import Context, value_evidence
 from cds_service.engine.instruments.common import any_of, finding_criterion, threshold_criterion
 from cds_service.engine.instruments.iec_hs_grade import grade
 from cds_service.engine.model import CriterionResult, Evidence, IecHsResult, LabValue, Status
+from cds_service.engine.units import scaled
 
 IecStatus = Literal["met", "not-met", "indeterminate", "not-applicable"]
 
@@ -36,7 +37,7 @@ def _rapid_rise(
             if (
                 later.time - earlier.time <= span
                 and earlier.value > 0
-                and later.value >= fold * earlier.value
+                and later.value >= scaled(fold, earlier.value)
             ):
                 return earlier, later
     return None
@@ -50,7 +51,11 @@ def ferritin_required(
     values = ctx.values("ferritin", start)
     label = "Required: ferritin > 2 x ULN or > 2 x baseline, and/or rapidly rising"
     rise = spec["rapid_rise"]
-    described = f"> {spec['ferritin_uln_multiple']['value']:g} x ULN or > {spec['ferritin_baseline_multiple']['value']:g} x baseline; rise >= {rise['fold']:g}-fold within {rise['within_hours']:g} h [D]"
+    described = (
+        f"> {spec['ferritin_uln_multiple']['value']:g} x ULN or "
+        f"> {spec['ferritin_baseline_multiple']['value']:g} x baseline; "
+        f"rise >= {rise['fold']:g}-fold within {rise['within_hours']:g} h [D]"
+    )
     if not values:
         return CriterionResult(
             "ferritin",
@@ -67,8 +72,10 @@ def ferritin_required(
     evidence: list[Evidence] = []
     onset: datetime | None = None
     for lab in values:
-        over_uln = lab.high is not None and lab.value > uln_factor * lab.high
-        over_base = baseline is not None and baseline.value > 0 and lab.value > base_factor * baseline.value
+        over_uln = lab.high is not None and lab.value > scaled(uln_factor, lab.high)
+        over_base = (
+            baseline is not None and baseline.value > 0 and lab.value > scaled(base_factor, baseline.value)
+        )
         if over_uln or over_base:
             reason = (
                 f"> {uln_factor:g} x ULN {lab.high:g}"
@@ -112,7 +119,10 @@ def ferritin_required(
 
 def onset_timing(ctx: Context, citation: str) -> CriterionResult:
     """Onset with resolving/resolved CRS, or worsening after initial improvement with CRS-directed therapy."""
-    label = "Required: onset with resolving/resolved CRS, or worsening after initial improvement with CRS-directed therapy"
+    label = (
+        "Required: onset with resolving/resolved CRS, "
+        "or worsening after initial improvement with CRS-directed therapy"
+    )
     if not ctx.crs:
         note = Evidence(
             "note",
@@ -278,8 +288,9 @@ def hypofibrinogenemia(ctx: Context, spec: dict[str, Any], citation: str) -> Cri
 
 
 def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
-    """[D] New onset (reference >= LLN, nadir < LLN) or worsening (reference < LLN, nadir <= (1 - f) x reference).
-    The reference is the baseline, else the earliest value after infusion and before the window."""
+    """[D] New onset (reference >= LLN, nadir < LLN) or worsening (reference < LLN,
+    nadir <= (1 - f) x reference). The reference is the baseline, else the earliest value after
+    infusion and before the window."""
     fraction = float(spec["worsening_fraction"])
     statuses: list[Status] = []
     evidence: list[Evidence] = []
@@ -414,7 +425,7 @@ def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
             missing=("creatinine",),
             unverified=True,
         )
-    met = lab.value >= factor * baseline.value
+    met = lab.value >= scaled(factor, baseline.value)
     return CriterionResult(
         "renal",
         label,

@@ -15,9 +15,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cds_service.engine.context import Context
+from cds_service.engine.knowledge import OPERATORS
 from cds_service.engine.model import GradeFact
+from cds_service.engine.units import scaled
 
-OXYGEN_LOOKBACK = timedelta(hours=24)  # "new" O2 need: none in the 24 h before onset [D]
+
+NO_INTERVENTION = (
+    "IEC-HS met; no IEC-HS-directed intervention, bleeding, new O2 need, renal insufficiency, "
+    "vasopressor, ventilation, dialysis or death found"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,34 +35,46 @@ class Grade:
     is_minimum: bool
 
 
-def _oxygen_facts(ctx: Context, start: datetime) -> list[GradeFact]:
-    facts: list[GradeFact] = []
-    flow = [lab for lab in ctx.values("o2_flow", start) if lab.value > 0]
-    fio2 = [lab for lab in ctx.values("fio2", start) if lab.value > 21]
-    hypoxia = [lab for lab in ctx.values("spo2", start) if lab.value < 88]
-    before = [lab for lab in ctx.values("o2_flow", start - OXYGEN_LOOKBACK, start) if lab.value > 0]
-    if before:
+def _oxygen_facts(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[GradeFact]:
+    """New O2 need (none in the look-back before onset) or hypoxia, from the data anchors."""
+    flow = ctx.kb.threshold("o2_flow", anchors["o2_flow"])
+    fio2 = ctx.kb.threshold("fio2", anchors["fio2"])
+    hypoxia = ctx.kb.threshold("spo2", anchors["hypoxia_spo2"])
+    lookback = timedelta(hours=float(anchors["new_oxygen_lookback_hours"]))
+    if any(flow.test(lab.value) for lab in ctx.values("o2_flow", start - lookback, start)):
         return []
-    for lab, text in [
-        (flow[:1], "new supplemental oxygen"),
-        (fio2[:1], "FiO2 above room air"),
-        (hypoxia[:1], "hypoxia (SpO2 < 88%)"),
-    ]:
-        for item in lab:
+    facts: list[GradeFact] = []
+    for analyte, threshold, text in (
+        ("o2_flow", flow, "new supplemental oxygen"),
+        ("fio2", fio2, "FiO2 above room air"),
+        ("spo2", hypoxia, f"hypoxia (SpO2 {hypoxia.describe()})"),
+    ):
+        hits = [lab for lab in ctx.values(analyte, start) if threshold.test(lab.value)]
+        if hits:
+            lab = hits[0]
             facts.append(
-                GradeFact(
-                    3, f"{text}: {item.original_value:g} {item.original_unit}", item.resource_id, item.time
-                )
+                GradeFact(3, f"{text}: {lab.original_value:g} {lab.original_unit}", lab.resource_id, lab.time)
             )
-    facts += [
-        GradeFact(3, "supplemental oxygen started", p.resource_id, p.time)
-        for p in ctx.procedures
-        if p.kind == "oxygen_therapy" and p.time >= start
-    ][:1]
+    started = [p for p in ctx.procedures if p.kind == "oxygen_therapy" and p.time >= start]
+    facts += [GradeFact(3, "supplemental oxygen started", p.resource_id, p.time) for p in started[:1]]
     return facts
 
 
-def _facts(ctx: Context, start: datetime) -> list[GradeFact]:
+def _renal_fact(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[GradeFact]:
+    baseline = ctx.baseline("creatinine")
+    peak = ctx.worst("creatinine", start)
+    spec = anchors["renal_creatinine_baseline_multiple"]
+    if (
+        baseline is None
+        or peak is None
+        or not OPERATORS[spec["op"]](peak.value, scaled(float(spec["value"]), baseline.value))
+    ):
+        return []
+    text = f"new renal insufficiency: creatinine {peak.value:g} vs baseline {baseline.value:g} mg/dL"
+    return [GradeFact(3, text, peak.resource_id, peak.time)]
+
+
+def _facts(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[GradeFact]:
     facts: list[GradeFact] = []
     if ctx.patient.deceased:
         facts.append(
@@ -84,18 +102,8 @@ def _facts(ctx: Context, start: datetime) -> list[GradeFact]:
         and (replacement or transfusions)
     ):
         facts.append(GradeFact(3, "bleeding with transfusion", bleeding.resource_id, bleeding.onset))
-    facts += _oxygen_facts(ctx, start)
-    baseline = ctx.baseline("creatinine")
-    peak = ctx.worst("creatinine", start)
-    if baseline is not None and peak is not None and peak.value >= 1.5 * baseline.value:
-        facts.append(
-            GradeFact(
-                3,
-                f"new renal insufficiency: creatinine {peak.value:g} vs baseline {baseline.value:g} mg/dL",
-                peak.resource_id,
-                peak.time,
-            )
-        )
+    facts += _oxygen_facts(ctx, start, anchors)
+    facts += _renal_fact(ctx, start, anchors)
     for drug in ctx.drugs_with_role("iec_hs_directed", start):
         facts.append(
             GradeFact(
@@ -141,14 +149,14 @@ def grade(ctx: Context, status: str, onset: datetime | None, grading: dict[str, 
         )
         return Grade(None, None, (), (reason,), False)
     start = onset or ctx.window_start
-    facts = sorted(_facts(ctx, start), key=lambda f: -f.grade)
+    facts = sorted(_facts(ctx, start, grading["anchors"]), key=lambda f: -f.grade)
     value = facts[0].grade if facts else 1
     labels = {int(k): str(v) for k, v in grading["grades"].items()}
     missing = [(g, text) for g, text in _missing(ctx, start) if g > value]
     basis = tuple(f for f in facts if f.grade == value) or (
         GradeFact(
             1,
-            "IEC-HS met; no IEC-HS-directed intervention, bleeding, new O2 need, renal insufficiency, vasopressor, ventilation, dialysis or death found",
+            NO_INTERVENTION,
         ),
     )
     return Grade(value, labels[value], basis, tuple(text for _, text in missing), bool(missing))

@@ -13,6 +13,7 @@ from typing import Any
 from cds_service.engine.context import Context, value_evidence
 from cds_service.engine.instruments.common import any_of, finding_criterion
 from cds_service.engine.model import CriterionResult, Evidence, LabValue, Status
+from cds_service.engine.units import scaled
 
 CTCAE = "ctcae5"
 
@@ -24,15 +25,18 @@ def multiple_of(ctx: Context, lab: LabValue, spec: dict[str, Any]) -> tuple[Stat
     limits: list[tuple[float, str]] = []
     if baseline is not None and baseline.high is not None and baseline.value > baseline.high:
         limits.append(
-            (multiple * baseline.value, f"{multiple:g} x baseline {baseline.value:g} (baseline abnormal)")
+            (
+                scaled(multiple, baseline.value),
+                f"{multiple:g} x baseline {baseline.value:g} (baseline abnormal)",
+            )
         )
     elif lab.high is not None:
         basis = "baseline normal" if baseline is not None else "baseline unknown: graded against ULN"
-        limits.append((multiple * lab.high, f"{multiple:g} x ULN {lab.high:g} ({basis})"))
+        limits.append((scaled(multiple, lab.high), f"{multiple:g} x ULN {lab.high:g} ({basis})"))
     if spec.get("baseline_or_uln") and baseline is not None and lab.high is not None:
         limits = [
-            (multiple * baseline.value, f"{multiple:g} x baseline {baseline.value:g}"),
-            (multiple * lab.high, f"{multiple:g} x ULN {lab.high:g}"),
+            (scaled(multiple, baseline.value), f"{multiple:g} x baseline {baseline.value:g}"),
+            (scaled(multiple, lab.high), f"{multiple:g} x ULN {lab.high:g}"),
         ]
     if not limits:
         return "unknown", Evidence(
@@ -114,7 +118,10 @@ def kidney(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
 def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
     """Pulmonary edema grade >= 3 by proxy [D]: ventilation, or O2 support with SpO2 < 88%."""
     spec = ctx.kb.ctcae["pulmonary"]
-    label = "Lung: grade >= 3 pulmonary edema (proxy: positive-pressure ventilation, or O2 support with SpO2 < 88%)"
+    label = (
+        "Lung: grade >= 3 pulmonary edema "
+        "(proxy: positive-pressure ventilation, or O2 support with SpO2 < 88%)"
+    )
     ventilation = [p for p in ctx.procedures if p.kind == "mechanical_ventilation" and start <= p.time <= end]
     if ventilation:
         first = ventilation[0]

@@ -1,0 +1,228 @@
+"""Observation normalization: units, statuses, times, comparators, ranges, components, duplicates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cds_service.engine import evaluate
+from cds_service.engine.knowledge import load_knowledge
+from cds_service.engine.units import UnitError
+from tests.engine_helpers import AT, lab
+from tests.fhir_builders import bundle, car_t, day, obs, patient
+
+
+def normalized(*resources: dict[str, Any]) -> Any:
+    return evaluate(bundle(patient(), car_t(), *resources), at=AT)
+
+
+@pytest.mark.parametrize(
+    ("analyte", "value", "unit", "canonical"),
+    [
+        ("fibrinogen", 1.5, "g/L", 150),
+        ("fibrinogen", 150, "mg/dL", 150),
+        ("fibrinogen", 1500, "mg/L", 150),
+        ("triglycerides", 3.0, "mmol/L", 265.71),
+        ("triglycerides", 265, "mg/dL", 265),
+        ("hemoglobin", 92, "g/L", 9.2),
+        ("hemoglobin", 9.2, "g/dL", 9.2),
+        ("hemoglobin", 5.71, "mmol/L", 9.2013795),
+        ("platelets", 110000, "/uL", 110),
+        ("platelets", 110, "10*3/uL", 110),
+        ("platelets", 110, "10*9/L", 110),
+        ("platelets", 110, "K/uL", 110),
+        ("wbc", 5000, "/uL", 5.0),
+        ("temperature", 101.1, "[degF]", 38.3888888889),
+        ("temperature", 38.4, "Cel", 38.4),
+        ("creatinine", 88.4, "umol/L", 0.9999808),
+        ("bilirubin_total", 17.1, "umol/L", 0.9997686),
+        ("ast", 1, "ukat/L", 60),
+        ("ast", 30, "[IU]/L", 30),
+        ("ferritin", 500, "ug/L", 500),
+        ("crp", 5, "mg/dL", 50),
+        ("fio2", 0.4, "1", 40),
+        ("inr", 1.3, "{INR}", 1.3),
+    ],
+)
+def test_unit_conversion_to_canonical(analyte: str, value: float, unit: str, canonical: float) -> None:
+    assert load_knowledge().units.convert(analyte, value, unit) == pytest.approx(canonical, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("analyte", "unit"),
+    [
+        ("ferritin", "pmol/L"),  # molar factor UNVERIFIED: rejected rather than guessed
+        ("fibrinogen", "umol/L"),
+        ("fibrinogen", "g"),
+        ("platelets", "mg/dL"),
+        ("ferritin", "mg/furlong"),
+        ("temperature", "mm[Hg]"),
+        ("inr", "s"),
+        ("scd25", "pg/mL"),
+    ],
+)
+def test_incompatible_or_unknown_units_are_rejected(analyte: str, unit: str) -> None:
+    with pytest.raises(UnitError):
+        load_knowledge().units.convert(analyte, 1.0, unit)
+
+
+def test_excluded_and_flagged_statuses() -> None:
+    result = normalized(
+        lab("ferritin", 900000, "ng/mL", status="entered-in-error"),
+        lab("ferritin", 800000, "ng/mL", status="cancelled"),
+        lab("ferritin", 700, "ng/mL", 11, status="preliminary"),
+        lab("ferritin", 600, "ng/mL", 10, status="amended"),
+    )
+    values = sorted(v.value for v in result.labs["ferritin"])
+    assert values == [600, 700]
+    problems = " ".join(i.problem for i in result.data_quality.issues)
+    assert "entered-in-error" in problems and "cancelled" in problems and "preliminary" in problems
+    assert next(v for v in result.labs["ferritin"] if v.value == 700).preliminary
+
+
+def test_effective_period_and_issued_are_used_for_time() -> None:
+    period = lab("ferritin", 1000, "ng/mL")
+    period.pop("effectiveDateTime")
+    period["effectivePeriod"] = {"start": "2026-03-12T06:00:00Z", "end": "2026-03-12T07:00:00Z"}
+    issued = lab("fibrinogen", 150, "mg/dL")
+    issued.pop("effectiveDateTime")
+    issued["issued"] = "2026-03-12T08:00:00Z"
+    no_time = lab("ast", 50, "U/L")
+    no_time.pop("effectiveDateTime")
+    result = normalized(period, issued, no_time)
+    assert result.labs["ferritin"][0].time.isoformat() == "2026-03-12T06:00:00+00:00"
+    assert result.labs["fibrinogen"][0].time.hour == 8
+    assert "ast" not in result.labs
+    assert any("no usable effective time" in i.problem for i in result.data_quality.issues)
+
+
+def test_comparator_is_kept_and_only_decides_when_its_bound_decides() -> None:
+    result = normalized(
+        lab("crp", 0.5, "mg/L", comparator="<"), lab("ferritin", 100000, "ng/mL", comparator=">")
+    )
+    crp = result.labs["crp"][0]
+    assert (crp.comparator, crp.value) == ("<", 0.5)
+    ferritin = next(c for c in result.instruments.hlh2004.criteria if c.id == "ferritin")
+    assert ferritin.status == "met"  # >100000 is certainly >= 500
+
+
+def test_reference_range_used_else_fallback_reported() -> None:
+    result = normalized(lab("ferritin", 700, "ng/mL", high=400), lab("ldh", 300, "U/L"))
+    assert result.labs["ferritin"][0].high == 400
+    assert result.labs["ferritin"][0].range_source == "observation"
+    assert result.labs["ldh"][0].high == 250 and result.labs["ldh"][0].range_source == "fallback"
+    assert "ldh" in result.data_quality.fallback_ranges
+
+
+def test_si_reference_range_is_converted() -> None:
+    result = normalized(lab("fibrinogen", 1.2, "g/L", low=2.0, high=4.0))
+    value = result.labs["fibrinogen"][0]
+    assert (value.value, value.low, value.high) == (120, 200, 400)
+
+
+def test_blood_pressure_components() -> None:
+    panel = {
+        "resourceType": "Observation",
+        "id": "bp1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "effectiveDateTime": "2026-03-12T10:00:00Z",
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {
+                    "value": 85,
+                    "unit": "mmHg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+            },
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]},
+                "valueQuantity": {
+                    "value": 45,
+                    "unit": "mmHg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "mm[Hg]",
+                },
+            },
+        ],
+    }
+    result = normalized(panel)
+    assert result.labs["bp_systolic"][0].value == 85
+    assert result.labs["bp_diastolic"][0].resource_id == "Observation/bp1#component[1]"
+
+
+def test_duplicates_are_removed_and_reported() -> None:
+    original = lab("ferritin", 1000, "ng/mL", rid="dup")
+    result = normalized(original, dict(original), lab("ferritin", 1000, "ng/mL", rid="copy"))
+    assert len(result.labs["ferritin"]) == 1
+    problems = [i.problem for i in result.data_quality.issues]
+    assert any("duplicate resource id" in p for p in problems)
+    assert any("duplicate of" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"value": "12"},
+        {"value": float("nan")},
+        {"value": True},
+        {"value": 1e300},
+        {},
+    ],
+)
+def test_non_numeric_values_are_excluded(bad: dict[str, Any]) -> None:
+    resource = lab("ferritin", 1000, "ng/mL")
+    resource["valueQuantity"] = {
+        **{"unit": "ng/mL", "system": "http://unitsofmeasure.org", "code": "ng/mL"},
+        **bad,
+    }
+    result = normalized(resource)
+    assert "ferritin" not in result.labs
+    assert any("not a finite number" in i.problem for i in result.data_quality.issues)
+
+
+def test_unknown_unit_excluded_and_reported_with_path() -> None:
+    result = normalized(lab("ferritin", 5, "mg/furlong"))
+    issue = next(i for i in result.data_quality.issues if "ferritin" in i.problem.lower())
+    assert issue.path == "valueQuantity.code"
+    assert "ferritin" not in result.labs
+
+
+def test_future_data_is_ignored_when_at_is_now() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    future = obs("2276-4", 99999, "ng/mL", datetime.now(UTC) + timedelta(days=2))
+    result = evaluate(bundle(patient(), car_t(), future))
+    assert "ferritin" not in result.labs
+    assert any("future" in i.problem for i in result.data_quality.issues)
+
+
+def test_prefetch_dict_with_null_and_operation_outcome() -> None:
+    prefetch = {
+        "patient": patient(),
+        "observations": bundle(lab("ferritin", 1000, "ng/mL")),
+        "conditions": None,
+        "medications": {"resourceType": "OperationOutcome", "issue": []},
+        "therapy": bundle(car_t()),
+    }
+    result = evaluate(prefetch, at=day(13))
+    assert result.therapy.found and len(result.labs["ferritin"]) == 1
+    assert any("prefetch failed" in i.problem for i in result.data_quality.issues)
+
+
+def test_garbage_entries_do_not_crash() -> None:
+    data = {
+        "resourceType": "Bundle",
+        "entry": [
+            1,
+            {"resource": "x"},
+            {"nope": 1},
+            {"resource": {"id": "no-type"}},
+            {"resource": {"resourceType": "Observation", "code": "not-a-concept"}},
+        ],
+    }
+    result = evaluate(data, at=day(13))
+    assert len(result.data_quality.issues) >= 4

@@ -1,0 +1,105 @@
+"""Property tests (hypothesis): monotonicity of scores and counts, unit round-trips, unknowns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cds_service.engine.knowledge import load_knowledge
+from tests.engine_helpers import lab, run
+
+KB = load_knowledge()
+FAST = settings(max_examples=60, deadline=None)
+
+# (analyte name for lab(), unit, more-abnormal direction)
+ANALYTES = {
+    "ferritin": ("ng/mL", 1),
+    "temperature": ("Cel", 1),
+    "triglycerides": ("mg/dL", 1),
+    "ast": ("U/L", 1),
+    "fibrinogen": ("mg/dL", -1),
+    "hemoglobin": ("g/dL", -1),
+    "platelets": ("10*9/L", -1),
+    "wbc": ("10*9/L", -1),
+    "anc": ("10*9/L", -1),
+}
+RANGES = {
+    "ferritin": (10, 200000),
+    "temperature": (35, 42),
+    "triglycerides": (20, 1500),
+    "ast": (5, 3000),
+    "fibrinogen": (20, 800),
+    "hemoglobin": (3, 18),
+    "platelets": (1, 600),
+    "wbc": (0.1, 50),
+    "anc": (0.01, 30),
+}
+
+
+def values() -> st.SearchStrategy[dict[str, float]]:
+    return st.fixed_dictionaries({name: st.floats(*RANGES[name], allow_nan=False) for name in ANALYTES})
+
+
+def patient_with(values: dict[str, float]) -> list[dict[str, Any]]:
+    return [lab(name, value, ANALYTES[name][0]) for name, value in values.items()]
+
+
+def scores(values: dict[str, float]) -> tuple[int, int, int, int]:
+    result = run(*patient_with(values))
+    i = result.instruments
+    return i.hscore.score, i.hscore.score_max, i.hlh2004.met_count, i.hlh94.met_count
+
+
+@FAST
+@given(values(), st.sampled_from(sorted(ANALYTES)), st.floats(0.0, 1.0))
+def test_a_more_abnormal_value_never_lowers_a_score_or_count(
+    base: dict[str, float], name: str, step: float
+) -> None:
+    direction = ANALYTES[name][1]
+    low, high = RANGES[name]
+    worse = dict(base)
+    worse[name] = (
+        min(high, base[name] + step * (high - low))
+        if direction > 0
+        else max(low, base[name] - step * (high - low))
+    )
+    before, after = scores(base), scores(worse)
+    assert all(a >= b for a, b in zip(after, before, strict=True))
+
+
+@FAST
+@given(values(), st.sets(st.sampled_from(sorted(ANALYTES))))
+def test_unknowns_widen_the_range_and_never_change_the_score(
+    base: dict[str, float], dropped: set[str]
+) -> None:
+    full = run(*patient_with(base)).instruments.hscore
+    partial = run(*patient_with({k: v for k, v in base.items() if k not in dropped})).instruments.hscore
+    assert partial.score_min <= full.score <= partial.score_max
+    assert partial.score == partial.score_min
+    assert full.score_max - full.score <= partial.score_max - partial.score  # never narrower
+
+
+PAIRS = [
+    ("fibrinogen", "g/L", "mg/dL"),
+    ("triglycerides", "mmol/L", "mg/dL"),
+    ("hemoglobin", "g/L", "g/dL"),
+    ("hemoglobin", "mmol/L", "g/dL"),
+    ("platelets", "/uL", "10*9/L"),
+    ("temperature", "[degF]", "Cel"),
+    ("creatinine", "umol/L", "mg/dL"),
+    ("bilirubin_total", "umol/L", "mg/dL"),
+]
+
+
+@FAST
+@given(st.sampled_from(PAIRS), st.floats(0.001, 1e6, allow_nan=False))
+def test_unit_conversion_round_trips(pair: tuple[str, str, str], value: float) -> None:
+    analyte, unit, canonical = pair
+    forward = KB.units.conversion(analyte, unit)
+    canonical_value = forward.scale * value + forward.offset
+    back = (canonical_value - forward.offset) / forward.scale
+    assert abs(back - value) <= 1e-9 * max(1.0, abs(value))
+    identity = KB.units.convert(analyte, canonical_value, canonical)  # canonical unit converts to itself
+    assert abs(identity - canonical_value) <= 1e-9 * max(1.0, abs(canonical_value))
