@@ -29,13 +29,15 @@ def _criteria(lines: list[str], criteria: tuple[CriterionResult, ...]) -> None:
 
 def _count(name: str, result: CountResult) -> str:
     verdict = {True: "fulfilled", False: "not fulfilled", None: "undecided"}[result.fulfilled]
-    return f"{name}: {result.met_count}/{result.total} met, {result.unknown_count} unknown (needs {result.required}) -> {verdict}"
+    counts = f"{result.met_count}/{result.total} met, {result.unknown_count} unknown"
+    return f"{name}: {counts} (needs {result.required}) -> {verdict}"
 
 
 def _organ(name: str, result: FerritinOrganResult) -> str:
     verdict = {True: "fulfilled", False: "not fulfilled", None: "undecided"}[result.fulfilled]
     mode = f" [{result.mode}]" if result.mode else ""
-    return f"{name}{mode}: ferritin + {result.organ_met_count} organ criteria met, {result.organ_unknown_count} unknown -> {verdict}"
+    organs = f"{result.organ_met_count} organ criteria met, {result.organ_unknown_count} unknown"
+    return f"{name}{mode}: ferritin + {organs} -> {verdict}"
 
 
 def text_report(result: EvaluationResult) -> str:
@@ -44,7 +46,8 @@ def text_report(result: EvaluationResult) -> str:
     lines = [f"IEC-HS evaluation at {result.at.isoformat()} (window from {result.window_start.isoformat()})"]
     if t.found:
         lines.append(
-            f"Therapy: {t.product}, infused {t.infusion_time.isoformat() if t.infusion_time else '?'} -> day +{t.day_post_infusion}"
+            f"Therapy: {t.product}, infused {t.infusion_time.isoformat() if t.infusion_time else '?'}"
+            f" -> day +{t.day_post_infusion}"
         )
     else:
         lines.append("Therapy: no immune effector cell therapy on record")
@@ -63,7 +66,8 @@ def text_report(result: EvaluationResult) -> str:
     h = i.hscore
     lines += [
         "",
-        f"HScore: {h.score} (range {h.score_min}-{h.score_max}), probability {h.probability_band} (~{h.probability:.0%}), cut-off {h.cutoff}",
+        f"HScore: {h.score} (range {h.score_min}-{h.score_max}), probability {h.probability_band}"
+        f" (~{h.probability:.0%}), cut-off {h.cutoff}",
     ]
     _criteria(lines, h.criteria)
     for name, result_ in (("HLH-2004", i.hlh2004), ("HLH-94 (UNVERIFIED operationalisation)", i.hlh94)):

@@ -19,7 +19,6 @@ from cds_service.engine.knowledge import OPERATORS
 from cds_service.engine.model import GradeFact
 from cds_service.engine.units import scaled
 
-
 NO_INTERVENTION = (
     "IEC-HS met; no IEC-HS-directed intervention, bleeding, new O2 need, renal insufficiency, "
     "vasopressor, ventilation, dialysis or death found"
