@@ -1,5 +1,5 @@
-"""Shared fixtures. Real servers (FHIR, SMART, PostgreSQL, browser) live in tests/plugins/."""
+"""Shared fixtures. Real servers (FHIR + SMART stack, PostgreSQL, headless Chromium) live in tests/plugins/."""
 
 from __future__ import annotations
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.plugins.fhir_stack", "tests.plugins.postgres", "tests.plugins.browser"]
