@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.engine.catalog import LOINC, UCUM
-from cds_service.engine.fhirutil import codings, concept_text, number, period_start, resource_key
+from cds_service.engine.fhirutil import concept_text, number, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import DataIssue, LabValue
 from cds_service.engine.units import UnitError
@@ -46,6 +46,7 @@ class ObservationNormalizer:
         self.kb = kb
         self.issues: list[DataIssue] = []
         self.fallback_analytes: set[str] = set()
+        self._limits: dict[tuple[Any, ...], float | None] = {}
 
     def normalize(self, observations: list[dict[str, Any]]) -> dict[str, list[LabValue]]:
         labs: dict[str, list[LabValue]] = defaultdict(list)
@@ -69,11 +70,17 @@ class ObservationNormalizer:
         return labs
 
     def _analyte(self, concept: Any) -> tuple[str, str, bool] | None:
-        for system, code, _ in codings(concept):
-            if system == LOINC or system == "":
-                hit = self.kb.loinc_index.get(code)
-                if hit is not None:
-                    return hit.analyte, code, hit.fasting
+        # Hot path (thousands of Observations per hook): a plain loop instead of the codings() generator.
+        items = concept.get("coding") if isinstance(concept, dict) else None
+        if isinstance(items, list):
+            index = self.kb.loinc_index
+            for coding in items:
+                # A code without its system is ambiguous (the same string exists in SNOMED): not matched.
+                if isinstance(coding, dict) and coding.get("system") == LOINC:
+                    code = coding.get("code")
+                    hit = index.get(code) if isinstance(code, str) else None
+                    if hit is not None:
+                        return hit.analyte, code, hit.fasting  # type: ignore[return-value]
         if self.kb.analyte_text:
             text = concept_text(concept)
             if text:
@@ -218,6 +225,23 @@ class ObservationNormalizer:
     def _limit(self, analyte: str, quantity: Any, default_unit: str) -> float | None:
         if not isinstance(quantity, dict):
             return None
+        raw = quantity.get("value")
+        if type(raw) is float or type(raw) is int:
+            # Reference ranges repeat across a patient's results: convert each distinct one once.
+            key = (
+                analyte,
+                raw,
+                quantity.get("code"),
+                quantity.get("unit"),
+                quantity.get("system"),
+                default_unit,
+            )
+            if key not in self._limits:
+                self._limits[key] = self._convert_limit(analyte, quantity, default_unit)
+            return self._limits[key]
+        return self._convert_limit(analyte, quantity, default_unit)
+
+    def _convert_limit(self, analyte: str, quantity: dict[str, Any], default_unit: str) -> float | None:
         value = number(quantity.get("value"))
         if value is None:
             return None

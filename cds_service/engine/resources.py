@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from cds_service.engine.fhirutil import parse_datetime, resource_key
+from cds_service.engine.fhirutil import parse_datetime
 from cds_service.engine.model import DataIssue
 from cds_service.errors import InputError
 
@@ -46,8 +46,9 @@ class ResourceSet:
         self.seen += 1
         if rtype not in USED_TYPES:
             return
-        if isinstance(resource.get("id"), str):
-            key = resource_key(resource)
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            key = f"{rtype}/{rid}"
             previous = self._by_key.get(key)
             if previous is not None:
                 self.issues.append(

@@ -40,6 +40,8 @@ class Linear:
     offset: float = 0.0
 
     def apply(self, value: float) -> float:
+        if self.scale == 1.0 and self.offset == 0.0:
+            return value  # most results arrive in the canonical unit
         return round_sig(self.scale * value + self.offset)
 
 
