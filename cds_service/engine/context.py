@@ -108,7 +108,7 @@ def value_evidence(
 ) -> Evidence:
     """Evidence for one value, flagged when within one reporting increment of the cut-off."""
     boundary = False
-    if boundary_flag and threshold is not None and lab.increment is not None:
+    if boundary_flag and threshold is not None:
         # The reporting increment is inferred from the decimals sent; capped at 1% of the cut-off because
         # JSON numbers such as 39.0 do not say whether the lab reports to 1 or to 0.1.
         increment = min(lab.increment, 0.01 * abs(threshold))

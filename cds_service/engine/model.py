@@ -32,7 +32,14 @@ class LabValue:
     range_source: Literal["observation", "fallback", "none"] = "none"
     preliminary: bool = False
     fasting: bool = False
-    increment: float | None = None  # one reporting increment, in canonical units
+    scale: float = field(default=1.0, metadata={"json": False})  # canonical units per reported unit
+
+    @property
+    def increment(self) -> float:
+        """One reporting increment in canonical units, inferred from the decimals of the reported value."""
+        text = repr(self.original_value)
+        decimals = 0 if "e" in text or text.endswith(".0") or "." not in text else len(text.split(".")[1])
+        return abs(self.scale) * 10.0 ** (-decimals)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,18 +14,11 @@ from cds_service.engine.catalog import LOINC, UCUM
 from cds_service.engine.fhirutil import concept_text, number, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import DataIssue, LabValue
-from cds_service.engine.units import UnitError
+from cds_service.engine.units import Linear, UnitError
 
 EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 FLAGGED_STATUSES = frozenset({"preliminary", "registered", "unknown"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
-
-
-def _decimals(value: float) -> int:
-    text = repr(value)
-    if "e" in text or "E" in text:
-        return 0
-    return len(text.split(".")[1]) if "." in text and not text.endswith(".0") else 0
 
 
 def _unit_of(quantity: dict[str, Any]) -> str | None:
@@ -46,7 +39,9 @@ class ObservationNormalizer:
         self.kb = kb
         self.issues: list[DataIssue] = []
         self.fallback_analytes: set[str] = set()
-        self._limits: dict[tuple[Any, ...], float | None] = {}
+        self._ranges: dict[tuple[Any, ...], tuple[float | None, float | None, Any]] = {}
+        self._conversions: dict[tuple[str, str], Linear] = {}
+        self._canonical = {name: str(spec["canonical_unit"]) for name, spec in kb.analytes.items()}
 
     def normalize(self, observations: list[dict[str, Any]]) -> dict[str, list[LabValue]]:
         labs: dict[str, list[LabValue]] = defaultdict(list)
@@ -93,7 +88,7 @@ class ObservationNormalizer:
         mapped = self._analyte(resource.get("code"))
         components = resource.get("component")
         mapped_components: list[tuple[int, dict[str, Any], tuple[str, str, bool]]] = []
-        if isinstance(components, list):
+        if type(components) is list:
             for index, component in enumerate(components):
                 if isinstance(component, dict):
                     hit = self._analyte(component.get("code"))
@@ -101,7 +96,9 @@ class ObservationNormalizer:
                         mapped_components.append((index, component, hit))
         if mapped is None and not mapped_components:
             return []
-        key = resource_key(resource)
+        key = (
+            f"Observation/{resource.get('id')}" if type(resource.get("id")) is str else resource_key(resource)
+        )
         status = resource.get("status")
         if status in EXCLUDED_STATUSES:
             self.issues.append(DataIssue(key, f"status '{status}': excluded"))
@@ -121,15 +118,8 @@ class ObservationNormalizer:
             if lab is not None:
                 found.append(lab)
         for index, component, hit in mapped_components:
-            lab = self._value(
-                f"{key}#component[{index}]",
-                f"component[{index}].",
-                resource,
-                component,
-                hit,
-                time,
-                preliminary,
-            )
+            path = f"component[{index}]."
+            lab = self._value(f"{key}#{path[:-1]}", path, resource, component, hit, time, preliminary)
             if lab is not None:
                 found.append(lab)
         return found
@@ -146,102 +136,83 @@ class ObservationNormalizer:
     ) -> LabValue | None:
         analyte, code, fasting = mapped
         quantity = holder.get("valueQuantity")
-        if not isinstance(quantity, dict):
+        if type(quantity) is not dict:
             if "dataAbsentReason" not in holder:
-                self.issues.append(
-                    DataIssue(key, "no numeric valueQuantity: excluded", path=f"{path}value[x]")
+                self._issue(key, "no numeric valueQuantity: excluded", f"{path}value[x]")
+            return None
+        raw = quantity.get("value")
+        if type(raw) is not float and type(raw) is not int or not -1e15 < raw < 1e15:
+            raw = number(raw)
+            if raw is None:
+                self._issue(
+                    key, "valueQuantity.value is not a finite number: excluded", f"{path}valueQuantity.value"
                 )
-            return None
-        raw = number(quantity.get("value"))
-        if raw is None:
-            self.issues.append(
-                DataIssue(
-                    key,
-                    "valueQuantity.value is not a finite number: excluded",
-                    path=f"{path}valueQuantity.value",
-                )
-            )
-            return None
-        unit = _unit_of(quantity)
-        if unit is None:
-            unit = "" if self.kb.analytes[analyte].get("dimensionless") else None
-        if unit is None:
-            self.issues.append(
-                DataIssue(key, "valueQuantity has no unit: excluded", path=f"{path}valueQuantity.code")
-            )
-            return None
-        try:
-            conversion = self.kb.units.conversion(analyte, unit)
-        except UnitError as exc:
-            self.issues.append(
-                DataIssue(
-                    key,
-                    f"unit {exc} ({self.kb.display(analyte)}): excluded",
-                    path=f"{path}valueQuantity.code",
-                )
-            )
-            return None
+                return None
+        unit = quantity.get("code")
+        if type(unit) is not str or quantity.get("system", UCUM) != UCUM:
+            unit = _unit_of(quantity)
+            if unit is None and self.kb.analytes[analyte].get("dimensionless"):
+                unit = ""
+            if unit is None:
+                self._issue(key, "valueQuantity has no unit: excluded", f"{path}valueQuantity.code")
+                return None
+        conversion = self._conversions.get((analyte, unit))
+        if conversion is None:
+            try:
+                conversion = self._conversions[(analyte, unit)] = self.kb.units.conversion(analyte, unit)
+            except UnitError as exc:
+                problem = f"unit {exc} ({self.kb.display(analyte)}): excluded"
+                self._issue(key, problem, f"{path}valueQuantity.code")
+                return None
         comparator = quantity.get("comparator")
-        if comparator not in COMPARATORS:
-            comparator = None
         low, high, range_source = self._range(analyte, holder, resource, unit)
-        decimals = _decimals(raw)
+        value = raw if conversion.scale == 1.0 and conversion.offset == 0.0 else conversion.apply(raw)
         return LabValue(
-            analyte=analyte,
-            value=conversion.apply(raw),
-            unit=self.kb.analytes[analyte]["canonical_unit"],
-            time=time,
-            resource_id=key,
-            code=code,
-            original_value=raw,
-            original_unit=unit,
-            comparator=comparator,
-            low=low,
-            high=high,
-            range_source=range_source,
-            preliminary=preliminary,
-            fasting=fasting,
-            increment=abs(conversion.scale) * 10.0 ** (-decimals),
-        )
+            analyte, value, self._canonical[analyte], time, key, code, raw, unit,
+            comparator if comparator in COMPARATORS else None,
+            low, high, range_source, preliminary, fasting, conversion.scale,
+        )  # fmt: skip
+
+    def _issue(self, key: str, problem: str, path: str) -> None:
+        self.issues.append(DataIssue(key, problem, path=path))
 
     def _range(
         self, analyte: str, holder: dict[str, Any], resource: dict[str, Any], unit: str
     ) -> tuple[float | None, float | None, Any]:
         ranges = holder.get("referenceRange", resource.get("referenceRange") if holder is resource else None)
-        if isinstance(ranges, list):
-            for entry in ranges:
-                if not isinstance(entry, dict):
-                    continue
-                low = self._limit(analyte, entry.get("low"), unit)
-                high = self._limit(analyte, entry.get("high"), unit)
-                if low is not None or high is not None:
-                    return low, high, "observation"
+        if isinstance(ranges, list) and ranges:
+            key = _range_key(analyte, unit, ranges)
+            if key is not None:
+                # Reference ranges repeat across a patient's results: convert each distinct one once.
+                cached = self._ranges.get(key)
+                if cached is None:
+                    cached = self._ranges[key] = self._convert_range(analyte, ranges, unit)
+                found = cached
+            else:
+                found = self._convert_range(analyte, ranges, unit)
+            if found[2] == "observation":
+                return found
         fallback = self.kb.ranges.get(analyte)
         if fallback is not None:
             self.fallback_analytes.add(analyte)
             return fallback[0], fallback[1], "fallback"
         return None, None, "none"
 
+    def _convert_range(
+        self, analyte: str, ranges: list[Any], unit: str
+    ) -> tuple[float | None, float | None, Any]:
+        for entry in ranges:
+            if not isinstance(entry, dict):
+                continue
+            low = self._limit(analyte, entry.get("low"), unit)
+            high = self._limit(analyte, entry.get("high"), unit)
+            if low is not None or high is not None:
+                return low, high, "observation"
+        return None, None, "none"
+
     def _limit(self, analyte: str, quantity: Any, default_unit: str) -> float | None:
         if not isinstance(quantity, dict):
             return None
-        raw = quantity.get("value")
-        if type(raw) is float or type(raw) is int:
-            # Reference ranges repeat across a patient's results: convert each distinct one once.
-            key = (
-                analyte,
-                raw,
-                quantity.get("code"),
-                quantity.get("unit"),
-                quantity.get("system"),
-                default_unit,
-            )
-            if key not in self._limits:
-                self._limits[key] = self._convert_limit(analyte, quantity, default_unit)
-            return self._limits[key]
-        return self._convert_limit(analyte, quantity, default_unit)
-
-    def _convert_limit(self, analyte: str, quantity: dict[str, Any], default_unit: str) -> float | None:
         value = number(quantity.get("value"))
         if value is None:
             return None
@@ -250,3 +221,26 @@ class ObservationNormalizer:
             return self.kb.units.convert(analyte, value, unit)
         except UnitError:
             return None
+
+
+def _range_key(analyte: str, unit: str, ranges: list[Any]) -> tuple[Any, ...] | None:
+    """A hashable key for a single reference range of plain quantities (None when unusual)."""
+    if len(ranges) != 1:
+        return None
+    entry = ranges[0]
+    if type(entry) is not dict:
+        return None
+    low = entry.get("low")
+    high = entry.get("high")
+    if (low is not None and type(low) is not dict) or (high is not None and type(high) is not dict):
+        return None
+    key = (
+        analyte, unit,
+        low and low.get("value"), low and low.get("code"), low and low.get("unit"),
+        high and high.get("value"), high and high.get("code"), high and high.get("unit"),
+    )  # fmt: skip
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
