@@ -1,15 +1,20 @@
 """Exceptions raised by the service, mapped to HTTP statuses at the API boundary.
 
-* CDSServiceError            -- base; carries an HTTP status and an OperationOutcome issue code
-  + InvalidRequest (400)     -- malformed JSON, missing fields, hook not served by the id
+* CDSServiceError             -- base; carries an HTTP status, an OperationOutcome issue code and the JSON
+  |                              path(s) of the offending field(s) (OperationOutcome.issue.expression)
+  + InvalidRequest (400)      -- malformed JSON, missing fields, wrong types, hook not served by the id
+  + Unauthorized (401)        -- client authentication failed (the body never says why)
+  + NotFound (404)            -- unknown service id
+  + PrefetchUnavailable (412) -- required data neither prefetched nor fetchable (names the prefetch keys)
   + UnsupportedMediaType (415)
-  + NotFound (404)           -- unknown service id
-  + PrefetchUnavailable (412) -- required data neither prefetched nor fetchable
-* DataFileError              -- a file under mappings/ or cards/ is malformed (raised at start-up)
-* InputError                 -- the engine was given something that is not FHIR (CLI exit 2)
+* ConfigurationError          -- an environment variable is invalid (start-up; `config check` exits 2)
+* DataFileError               -- a file under mappings/ or cards/ is malformed (raised at start-up)
+* InputError                  -- the engine was given something that is not FHIR (CLI exit 2)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class CDSServiceError(Exception):
@@ -18,10 +23,20 @@ class CDSServiceError(Exception):
     status: int = 500
     issue_code: str = "exception"
 
-    def __init__(self, message: str, *, expression: str | None = None) -> None:
+    def __init__(self, message: str, *, expression: str | Sequence[str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.expression = expression
+        if expression is None:
+            self.expressions: tuple[str, ...] = ()
+        elif isinstance(expression, str):
+            self.expressions = (expression,)
+        else:
+            self.expressions = tuple(expression)
+
+    @property
+    def expression(self) -> str | None:
+        """The first JSON path named by the error, if any."""
+        return self.expressions[0] if self.expressions else None
 
 
 class InvalidRequest(CDSServiceError):
@@ -29,6 +44,13 @@ class InvalidRequest(CDSServiceError):
 
     status = 400
     issue_code = "invalid"
+
+
+class Unauthorized(CDSServiceError):
+    """The client could not be authenticated (401). The message is logged, never sent to the client."""
+
+    status = 401
+    issue_code = "login"
 
 
 class UnsupportedMediaType(CDSServiceError):
@@ -46,10 +68,27 @@ class NotFound(CDSServiceError):
 
 
 class PrefetchUnavailable(CDSServiceError):
-    """Required data was neither prefetched nor fetchable from the FHIR server (412)."""
+    """Required data was neither prefetched nor fetchable from the FHIR server (412).
+
+    `keys` are the prefetch keys that could not be satisfied; each becomes `prefetch.<key>` in the
+    OperationOutcome's issue.expression.
+    """
 
     status = 412
     issue_code = "incomplete"
+
+    def __init__(self, message: str, *, keys: Sequence[str]) -> None:
+        super().__init__(message, expression=[f"prefetch.{key}" for key in keys])
+        self.keys = tuple(keys)
+
+
+class ConfigurationError(Exception):
+    """An environment variable (or a test override) has an invalid value; names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
 
 
 class DataFileError(Exception):

@@ -1,0 +1,94 @@
+"""The CDS Hooks blueprint: discovery, hook invocation and feedback. Views only parse, delegate, answer.
+
+Client authentication (app.config["CLIENT_AUTH"]) runs before every view except CORS preflights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from cds_service import validation
+from cds_service.errors import NotFound
+from cds_service.feedback_store import record_from_item
+from cds_service.hook_request import parse_hook_request, parse_json_body
+from cds_service.observability import annotate, request_started_at, timed
+from cds_service.pipeline import HookEnvironment, run_hook
+from cds_service.prefetch import FetchEnvironment
+from cds_service.state import get_state
+
+bp = Blueprint("cds", __name__)
+
+
+def public_base_url() -> str:
+    """CDS_PUBLIC_BASE_URL, or (development only) the URL the request came in on."""
+    configured = get_state().settings.public_base_url
+    return configured or request.url_root.rstrip("/")
+
+
+@bp.before_request
+def authenticate_client() -> None:
+    """Every call but a preflight carries the client's credentials; `aud` is this exact endpoint URL."""
+    if request.method == "OPTIONS":
+        return
+    with timed("auth"):
+        identity = current_app.config["CLIENT_AUTH"](request, public_base_url() + request.path)
+    g.client = identity
+    annotate(client=identity.issuer)
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    """The registry, as CDS Hooks discovery JSON (no network work)."""
+    return jsonify(get_state().registry.discovery())
+
+
+@bp.post("/cds-services/<service_id>")
+def invoke(service_id: str) -> Response:
+    """Parse -> resolve prefetch -> evaluate -> render (see pipeline.run_hook)."""
+    with timed("parse"):
+        hook_request, service = parse_hook_request(
+            get_state().registry, service_id, request.get_data(cache=False), request.mimetype
+        )
+    annotate(service_id=service.id, hook=service.hook)
+    body, resolved = run_hook(hook_request, service, hook_environment(), timed)
+    annotate(prefetch=resolved.sources, data_gaps=list(resolved.gaps), cards=len(body["cards"]))
+    return jsonify(body)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    """Store accepted/overridden feedback idempotently; 200 with counts."""
+    state = get_state()
+    if service_id not in state.registry.ids():
+        raise NotFound(f"no CDS service with id '{service_id}'")
+    document: Any = parse_json_body(request.get_data(cache=False), request.mimetype)
+    validation.check("feedback", document)
+    records = [record_from_item(service_id, item) for item in document["feedback"]]
+    with timed("store"):
+        stored = state.feedback.add(records)
+    annotate(service_id=service_id, feedback_received=len(records), feedback_stored=stored)
+    return jsonify({"received": len(records), "stored": stored})
+
+
+def hook_environment() -> HookEnvironment:
+    """Collect the per-call settings and injected collaborators from the app config."""
+    config, settings = current_app.config, get_state().settings
+    clock = config.get("CLOCK")
+    return HookEnvironment(
+        fetch=FetchEnvironment(
+            session=config["HTTP_SESSION"],
+            server_allowed=config["FHIR_SERVER_POLICY"],
+            allow_anonymous=settings.dev_mode,
+            timeout_s=settings.fhir_timeout_s,
+            max_pages=settings.fhir_max_pages,
+            lookback_days=settings.prefetch_lookback_days,
+        ),
+        at=clock() if clock is not None else None,
+        deadline=request_started_at() + settings.hook_deadline_s,
+        base_url=public_base_url(),
+        smart_launch_url=settings.smart_launch_url,
+        uuid_factory=config["UUID_FACTORY"],
+        validate_response=bool(config.get("VALIDATE_RESPONSES", True)),
+    )

@@ -1,0 +1,111 @@
+"""The Flask application factory.
+
+``create_app(test_config)`` validates settings and every mappings/ file (a bad file fails here, at start),
+builds the service registry, opens the feedback store (creating its tables), installs request ids, JSON
+logging, CORS and OperationOutcome error handlers, then registers the blueprints of ``BLUEPRINTS``.
+
+``test_config`` keys that are settings variables (``CDS_DEV_MODE``, ``DATABASE_URL``, ...; see
+cds_service.config) override the environment and are validated the same way; ``SETTINGS`` may pass a
+ready ``Settings``; ``MAPPINGS_DIR`` points at another mappings directory; every other key goes to
+``app.config``. Injection points in ``app.config``:
+
+=====================  ===================================================================================
+CLIENT_AUTH            ``(request, expected_aud) -> ClientIdentity`` or raise Unauthorized (security.py)
+FHIR_SERVER_POLICY     ``(fhir_server_url) -> bool`` (security.py)
+UUID_FACTORY           ``() -> str`` for card and suggestion uuids (default: random uuid4)
+HTTP_SESSION           the ``requests.Session`` used for FHIR fallback queries (pooled, trust_env off)
+CLOCK                  ``() -> datetime`` evaluation instant; None (default) lets the engine use now
+VALIDATE_RESPONSES     check every hook response against the cds-response schema (default True)
+=====================  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+from flask import Blueprint, Flask
+from requests.adapters import HTTPAdapter
+
+from cds_service import cors, observability, outcome, validation
+from cds_service.api import bp as cds_blueprint
+from cds_service.config import ENV_VARIABLES, Settings
+from cds_service.engine.knowledge import load_knowledge
+from cds_service.feedback_store import FeedbackStore
+from cds_service.health import bp as health_blueprint
+from cds_service.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
+from cds_service.services import build_registry
+from cds_service.state import EXTENSION_KEY, ServiceState
+
+log = logging.getLogger("cds_service.app")
+
+# Blueprints served by the app, in registration order. Add new ones here: the SMART dashboard (/smart) and
+# the operability blueprint (/, /healthz, /metrics, /openapi.json -- it replaces `health_blueprint`).
+BLUEPRINTS: tuple[Blueprint, ...] = (cds_blueprint, health_blueprint)
+
+DEV_MODE_WARNING = (
+    "DEVELOPMENT MODE: client authentication is OFF, http FHIR servers on loopback are allowed and CORS "
+    "allows any origin by default. Never use development mode with real patient data."
+)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build a fully configured app; raises ConfigurationError or DataFileError on bad configuration."""
+    overrides = dict(test_config or {})
+    settings = overrides.pop("SETTINGS", None) or Settings.from_env(_environment(overrides))
+    mappings = overrides.pop("MAPPINGS_DIR", None)
+    knowledge = load_knowledge(Path(mappings) if mappings is not None else None)
+    app = Flask(__name__)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep discovery and cards in their own order
+    app.config.update(_defaults(settings))
+    app.config.update({k: v for k, v in overrides.items() if k not in ENV_VARIABLES})
+    for schema in validation.SCHEMAS:
+        validation.validator(schema)  # a broken schema fails here, not on the first request
+    store = FeedbackStore(settings.database_url)
+    app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, build_registry(knowledge), store)
+    observability.init_app(app)
+    cors.init_app(app, settings.cors_origins)
+    outcome.init_app(app)
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
+    if settings.dev_mode:
+        log.warning(DEV_MODE_WARNING, extra={"event": "dev-mode"})
+    return app
+
+
+def _environment(overrides: Mapping[str, Any]) -> dict[str, str]:
+    """The process environment with the settings variables of `overrides` applied (as strings)."""
+    environ = dict(os.environ)
+    for key in ENV_VARIABLES:
+        if key in overrides:
+            value = overrides[key]
+            environ[key] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    return environ
+
+
+def _defaults(settings: Settings) -> dict[str, Any]:
+    return {
+        "SETTINGS": settings,
+        "MAX_CONTENT_LENGTH": settings.max_request_bytes,
+        "CLIENT_AUTH": allow_all if settings.dev_mode else deny_all,
+        "FHIR_SERVER_POLICY": dev_fhir_server_policy if settings.dev_mode else https_only_policy,
+        "UUID_FACTORY": lambda: str(uuid.uuid4()),
+        "HTTP_SESSION": new_http_session(),
+        "CLOCK": None,
+        "VALIDATE_RESPONSES": True,
+    }
+
+
+def new_http_session(pool_size: int = 16) -> requests.Session:
+    """A pooled session for FHIR calls. trust_env is off: no .netrc credentials or proxy settings leak in."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

@@ -1,0 +1,211 @@
+"""Typed service settings read from environment variables, validated once at start-up.
+
+Every variable, its default and its meaning (see also docs/cds-hooks.md):
+
+=============================  ==========================================================================
+CDS_DEV_MODE                   ``1``/``true`` enables development mode: client authentication OFF, http
+                               FHIR servers on loopback allowed, CORS ``*`` by default. Default off.
+DATABASE_URL                   SQLAlchemy URL of the feedback store. Default
+                               ``sqlite:///<cwd>/instance/feedback.sqlite3``; PostgreSQL via
+                               ``postgresql+psycopg://user:pass@host/db``.
+CDS_PUBLIC_BASE_URL            The externally visible base URL (``https://cds.example.org``). Required
+                               outside development: JWT ``aud`` and card links are built from it, never
+                               from the request's Host header (a TLS proxy changes it).
+CDS_CORS_ORIGINS               Comma-separated allowed browser origins, or ``*``. Default ``*`` in
+                               development, none otherwise.
+CDS_HOOK_DEADLINE_S            Overall budget of one hook call, FHIR fallback included (default 2.5).
+CDS_FHIR_TIMEOUT_S             Budget of one FHIR call, pagination excluded (default 1.0).
+CDS_FHIR_MAX_PAGES             Bundle pages followed per query (default 10).
+CDS_PREFETCH_LOOKBACK_DAYS     Observation date window of the service's own FHIR queries (default 60).
+CDS_MAX_REQUEST_BYTES          Largest accepted request body (default 20 MB); larger gets 413.
+CDS_SMART_LAUNCH_URL           Launch URL of the SMART dashboard linked from cards (default none).
+CDS_WORKERS / CDS_THREADS      gunicorn worker processes / threads per worker (default: CPU count / 4).
+=============================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from cds_service.errors import ConfigurationError, DataFileError
+
+T = TypeVar("T")
+ENV_VARIABLES = (
+    "CDS_DEV_MODE",
+    "DATABASE_URL",
+    "CDS_PUBLIC_BASE_URL",
+    "CDS_CORS_ORIGINS",
+    "CDS_HOOK_DEADLINE_S",
+    "CDS_FHIR_TIMEOUT_S",
+    "CDS_FHIR_MAX_PAGES",
+    "CDS_PREFETCH_LOOKBACK_DAYS",
+    "CDS_MAX_REQUEST_BYTES",
+    "CDS_SMART_LAUNCH_URL",
+    "CDS_WORKERS",
+    "CDS_THREADS",
+)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DATABASE_DRIVERS = {"sqlite", "postgresql"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The service's validated configuration (immutable; build with :meth:`from_env`)."""
+
+    dev_mode: bool = False
+    database_url: str = ""
+    public_base_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    hook_deadline_s: float = 2.5
+    fhir_timeout_s: float = 1.0
+    fhir_max_pages: int = 10
+    prefetch_lookback_days: int = 60
+    max_request_bytes: int = 20 * 1024 * 1024
+    smart_launch_url: str | None = None
+    workers: int = max(1, os.cpu_count() or 1)
+    threads: int = 4
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raises ConfigurationError naming the first bad one."""
+        env = os.environ if environ is None else environ
+        dev = _parse("CDS_DEV_MODE", env, _boolean, False)
+        settings = cls(
+            dev_mode=dev,
+            database_url=_parse("DATABASE_URL", env, _database_url, default_database_url()),
+            public_base_url=_parse("CDS_PUBLIC_BASE_URL", env, _base_url, None),
+            cors_origins=_parse("CDS_CORS_ORIGINS", env, _origins, ("*",) if dev else ()),
+            hook_deadline_s=_parse("CDS_HOOK_DEADLINE_S", env, _positive(float, 60.0), 2.5),
+            fhir_timeout_s=_parse("CDS_FHIR_TIMEOUT_S", env, _positive(float, 60.0), 1.0),
+            fhir_max_pages=_parse("CDS_FHIR_MAX_PAGES", env, _positive(int, 1000), 10),
+            prefetch_lookback_days=_parse("CDS_PREFETCH_LOOKBACK_DAYS", env, _positive(int, 3650), 60),
+            max_request_bytes=_parse("CDS_MAX_REQUEST_BYTES", env, _positive(int, 1 << 30), 20 << 20),
+            smart_launch_url=_parse("CDS_SMART_LAUNCH_URL", env, _absolute_url, None),
+            workers=_parse("CDS_WORKERS", env, _positive(int, 64), max(1, os.cpu_count() or 1)),
+            threads=_parse("CDS_THREADS", env, _positive(int, 64), 4),
+        )
+        settings.check_consistency()
+        return settings
+
+    def check_consistency(self) -> None:
+        """Rules between variables (production needs a public https base URL)."""
+        if not self.dev_mode:
+            if self.public_base_url is None:
+                raise ConfigurationError(
+                    "CDS_PUBLIC_BASE_URL", "required outside development mode (JWT aud is built from it)"
+                )
+            if not self.public_base_url.startswith("https://"):
+                raise ConfigurationError("CDS_PUBLIC_BASE_URL", "must be https outside development mode")
+        if self.fhir_timeout_s > self.hook_deadline_s:
+            raise ConfigurationError("CDS_FHIR_TIMEOUT_S", "must not exceed CDS_HOOK_DEADLINE_S")
+
+    def summary(self) -> dict[str, str]:
+        """Printable view of the settings, with any database password masked."""
+        shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        shown["cors_origins"] = ", ".join(self.cors_origins) or "(none)"
+        return shown
+
+
+def default_database_url() -> str:
+    """SQLite file under ./instance/ (relative to the working directory at start-up)."""
+    return f"sqlite:///{Path.cwd() / 'instance' / 'feedback.sqlite3'}"
+
+
+def _parse(name: str, env: Mapping[str, str], parse: Callable[[str, str], T], default: T) -> T:
+    raw = env.get(name)
+    if raw is None or (raw.strip() == "" and name != "CDS_DEV_MODE"):
+        return default
+    return parse(name, raw.strip())
+
+
+def _boolean(name: str, raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigurationError(name, f"expected 1/0/true/false/yes/no/on/off, got {raw!r}")
+
+
+def _positive(kind: Callable[[str], T], maximum: float) -> Callable[[str, str], T]:
+    def parse(name: str, raw: str) -> T:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigurationError(name, f"expected a {kind.__name__}, got {raw!r}") from None
+        if not 0 < float(value) <= maximum:  # type: ignore[arg-type]
+            raise ConfigurationError(name, f"must be > 0 and <= {maximum:g}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _absolute_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigurationError(name, f"expected an absolute http(s) URL, got {raw!r}")
+    return raw
+
+
+def _base_url(name: str, raw: str) -> str:
+    url = _absolute_url(name, raw).rstrip("/")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigurationError(name, "must not have a query or fragment")
+    return url
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    origins = tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in {"http", "https"} or not parts.netloc or parts.path):
+            raise ConfigurationError(
+                name, f"expected '*' or origins like https://ehr.example.org, got {origin!r}"
+            )
+    if "*" in origins and len(origins) > 1:
+        raise ConfigurationError(name, "'*' cannot be combined with explicit origins")
+    return origins
+
+
+def _database_url(name: str, raw: str) -> str:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigurationError(name, "not a valid SQLAlchemy database URL") from None
+    if url.get_backend_name() not in _DATABASE_DRIVERS:
+        raise ConfigurationError(
+            name, f"unsupported database '{url.get_backend_name()}' (sqlite or postgresql)"
+        )
+    return raw
+
+
+def check_configuration(environ: Mapping[str, str] | None = None) -> int:
+    """`cds-service config check`: validate settings, data files and service definitions.
+
+    Prints a summary and returns 0, or prints the error and returns 2.
+    """
+    from cds_service.engine.knowledge import load_knowledge
+    from cds_service.services import build_registry
+
+    try:
+        settings = Settings.from_env(environ)
+        registry = build_registry(load_knowledge())
+    except (ConfigurationError, DataFileError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    print("configuration OK")
+    for key, value in settings.summary().items():
+        print(f"  {key:24} {value}")
+    print(f"  {'services':24} {', '.join(s.id for s in registry.services)}")
+    return 0

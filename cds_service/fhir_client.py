@@ -1,0 +1,170 @@
+"""A small FHIR R4 read/search client for prefetch fallback, around an injected `requests.Session`.
+
+* `Authorization: Bearer <fhirAuthorization.access_token>` (when given) and `Accept: application/fhir+json`.
+* Every call has a budget: min(per-call timeout, time left before the hook's deadline). The body is read
+  in chunks so a server that drips bytes cannot hold the call past its budget; bodies are size-capped.
+* Search results follow `Bundle.link[relation=next]` up to `max_pages`, and only on the fhirServer's own
+  origin: the bearer token is never sent anywhere else. Redirects are not followed for the same reason.
+* Errors carry a short reason ("timeout", "HTTP 500", ...) that is safe to log: never the URL (it holds the
+  patient id) and never the token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+
+MAX_BODY_BYTES = 50 * 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+class FhirFetchError(Exception):
+    """A FHIR call failed; `reason` is short and free of PHI and credentials."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    """A resource or a (merged) searchset Bundle; `complete` is False when pages were left unread."""
+
+    value: dict[str, Any] | None
+    complete: bool = True
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Scheme, host and port equal (case-insensitive)."""
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme.lower(), a.netloc.lower()) == (b.scheme.lower(), b.netloc.lower())
+
+
+class FhirClient:
+    """Read and search one FHIR server with one (transient) access token."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        base_url: str,
+        access_token: str | None,
+        *,
+        timeout_s: float,
+        max_pages: int,
+        max_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self._token = access_token
+        self.timeout_s = timeout_s
+        self.max_pages = max_pages
+        self.max_bytes = max_bytes
+
+    def __repr__(self) -> str:  # never show the token
+        return f"FhirClient(base_url={self.base_url!r}, token={'set' if self._token else 'none'})"
+
+    def get(self, relative: str, deadline: float) -> FetchOutcome:
+        """Run a read (`Patient/1`) or a search (`Observation?...`); a read that is 404 gives value None."""
+        is_read = "?" not in relative
+        document = self._get_json(f"{self.base_url}/{relative.lstrip('/')}", deadline, allow_404=is_read)
+        if document is None or is_read:
+            return FetchOutcome(document)
+        return self.continue_bundle(document, deadline)
+
+    def continue_bundle(self, bundle: dict[str, Any], deadline: float) -> FetchOutcome:
+        """Follow `next` links from `bundle` (bounded, same origin only) and merge all entries."""
+        if bundle.get("resourceType") != "Bundle":
+            raise FhirFetchError("search did not return a Bundle")
+        entries = list(_entries(bundle))
+        pages, current, complete = 1, bundle, True
+        while (link := _next_link(current)) is not None:
+            if pages >= self.max_pages or not same_origin(link, self.base_url):
+                complete = False
+                break
+            try:
+                current = self._get_json(link, deadline, allow_404=False) or {}
+            except FhirFetchError:
+                complete = False  # keep the pages already read; the caller reports the gap
+                break
+            if current.get("resourceType") != "Bundle":
+                complete = False
+                break
+            entries.extend(_entries(current))
+            pages += 1
+        merged = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+        return FetchOutcome(merged, complete)
+
+    def _get_json(self, url: str, deadline: float, *, allow_404: bool) -> dict[str, Any] | None:
+        budget = min(self.timeout_s, deadline - time.monotonic())
+        if budget <= 0:
+            raise FhirFetchError("deadline exceeded")
+        call_deadline = time.monotonic() + budget
+        try:
+            with self._session.get(
+                url, headers=self._headers(), timeout=budget, stream=True, allow_redirects=False
+            ) as response:
+                if response.status_code == 404 and allow_404:
+                    return None
+                if response.status_code != 200:
+                    raise FhirFetchError(f"HTTP {response.status_code}")
+                body = self._read(response, call_deadline)
+        except requests.Timeout:
+            raise FhirFetchError("timeout") from None
+        except requests.ConnectionError:
+            raise FhirFetchError("connection failed") from None
+        except requests.RequestException:
+            raise FhirFetchError("request failed") from None
+        return _parse_resource(body)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/fhir+json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _read(self, response: requests.Response, call_deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(_CHUNK):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FhirFetchError("response too large")
+            if time.monotonic() > call_deadline:
+                raise FhirFetchError("timeout")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _parse_resource(body: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise FhirFetchError("invalid JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
+        raise FhirFetchError("not a FHIR resource")
+    if document["resourceType"] == "OperationOutcome":
+        raise FhirFetchError("OperationOutcome returned")
+    return document
+
+
+def _entries(bundle: dict[str, Any]) -> list[Any]:
+    entries = bundle.get("entry")
+    return entries if isinstance(entries, list) else []
+
+
+def _next_link(bundle: dict[str, Any]) -> str | None:
+    links = bundle.get("link")
+    if not isinstance(links, list):
+        return None
+    for link in links:
+        if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
+            self_link = next(
+                (lk.get("url") for lk in links if isinstance(lk, dict) and lk.get("relation") == "self"), None
+            )
+            return urljoin(self_link, link["url"]) if isinstance(self_link, str) else str(link["url"])
+    return None

@@ -1,0 +1,90 @@
+"""The hook pipeline: resolve prefetch -> evaluate -> render cards -> (check the response).
+
+No Flask here: everything the pipeline needs arrives in a HookEnvironment, so it runs without HTTP.
+Cards come from the card renderer (cds_service.cards.render, owned by the card-rendering work); this
+module only builds its CardContext and dispatches on the hook.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cds_service.engine import EvaluationResult, evaluate
+from cds_service.hook_request import HookRequest
+from cds_service.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
+from cds_service.services import ServiceDefinition
+from cds_service.validation import json_path, validator
+
+log = logging.getLogger("cds_service.pipeline")
+Timer = Callable[[str], AbstractContextManager[None]]
+
+
+class InvalidResponse(Exception):
+    """The rendered response does not conform to the cds-response schema (a bug: answered as 500)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HookEnvironment:
+    """Per-call inputs from the app: fetch settings, clock, deadline, URLs and the uuid factory."""
+
+    fetch: FetchEnvironment
+    at: datetime | None  # None: the engine's own "now" (it then also reports future-dated data)
+    deadline: float  # time.monotonic() value by which prefetch must be resolved
+    base_url: str
+    smart_launch_url: str | None
+    uuid_factory: Callable[[], str]
+    validate_response: bool = True
+
+
+def run_hook(
+    request: HookRequest, service: ServiceDefinition, env: HookEnvironment, timer: Timer
+) -> tuple[dict[str, Any], ResolvedPrefetch]:
+    """Answer one hook call: the CDS response body and how its prefetch was resolved."""
+    with timer("prefetch"):
+        resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
+    with timer("evaluate"):
+        result = evaluate(resolved.data, at=env.at)
+    with timer("render"):
+        cards = render_cards(request, result, resolved.gaps, env)
+    response: dict[str, Any] = {"cards": cards}
+    if env.validate_response:
+        with timer("check"):
+            check_response(response)
+    return response, resolved
+
+
+def render_cards(
+    request: HookRequest, result: EvaluationResult, gaps: tuple[str, ...], env: HookEnvironment
+) -> list[dict[str, Any]]:
+    """Dispatch to the card renderer for the request's hook."""
+    from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
+
+    context = CardContext(
+        service_id=request.service_id,
+        hook=request.hook,
+        base_url=env.base_url,
+        smart_launch_url=env.smart_launch_url,
+        data_gaps=gaps,
+        uuid_factory=env.uuid_factory,
+        fhir_server=request.fhir_server,
+        patient_id=request.patient_id,
+    )
+    if request.hook == "patient-view":
+        return render_patient_view(result, context)
+    return render_order_hook(result, request.draft_orders, request.selections, context)
+
+
+def check_response(response: dict[str, Any]) -> None:
+    """Raise InvalidResponse if `response` breaks the cds-response schema; logs paths, never card text."""
+    problems = [
+        f"{json_path(e.absolute_path) or '$'}: {e.validator}"
+        for e in validator("cds-response").iter_errors(response)
+    ]
+    if problems:
+        log.error("response failed the cds-response schema", extra={"problems": problems[:20]})
+        raise InvalidResponse("; ".join(problems[:5]))

@@ -1,0 +1,29 @@
+"""The per-app state built once by create_app: settings, knowledge, service registry, feedback store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, current_app
+
+from cds_service.config import Settings
+from cds_service.engine.knowledge import Knowledge
+from cds_service.feedback_store import FeedbackStore
+from cds_service.services import ServiceRegistry
+
+EXTENSION_KEY = "cds_service"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    settings: Settings
+    knowledge: Knowledge
+    registry: ServiceRegistry
+    feedback: FeedbackStore
+
+
+def get_state(app: Flask | None = None) -> ServiceState:
+    """The state of `app` (default: the current app)."""
+    state = (app or current_app).extensions[EXTENSION_KEY]
+    assert isinstance(state, ServiceState)
+    return state
