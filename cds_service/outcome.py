@@ -16,7 +16,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from cds_service.errors import CDSServiceError, Unauthorized
+from cds_service.errors import CDSServiceError, PrefetchUnavailable, Unauthorized
+from cds_service.observability import annotate
 
 log = logging.getLogger("cds_service.errors")
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
@@ -47,6 +48,8 @@ def handle_service_error(error: CDSServiceError) -> Response:
         response = outcome_response(401, operation_outcome("login", "authentication required"))
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
+    if isinstance(error, PrefetchUnavailable):
+        annotate(prefetch_unavailable=list(error.keys))
     body = operation_outcome(error.issue_code, error.message, error.expressions)
     return outcome_response(error.status, body)
 
