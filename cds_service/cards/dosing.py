@@ -70,7 +70,8 @@ def _num(value: float) -> str:
 
 def _product(amount: Amount, factor: float, unit: str, factor_unit: str) -> str:
     result = "–".join(_num(mg * factor) for mg in amount.mg)
-    return f"{amount_text(amount.mg)} mg/{unit} x {_num(factor)} {factor_unit} = {result} mg ({amount.label})"
+    # The factor is shown as used (recorded weight, BSA to 0.01 m²) so the arithmetic checks by eye.
+    return f"{amount_text(amount.mg)} mg/{unit} x {factor:g} {factor_unit} = {result} mg ({amount.label})"
 
 
 def arithmetic(dose: Dose, body: Body) -> tuple[str, ...]:
