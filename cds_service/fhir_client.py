@@ -128,9 +128,11 @@ class FhirClient:
         return headers
 
     def _read(self, response: requests.Response, call_deadline: float) -> bytes:
+        # read1 returns whatever one socket read yields, so a server that drips bytes is caught at the
+        # budget (plus at most one read timeout) instead of after the whole body.
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(_CHUNK):
+        while chunk := response.raw.read1(_CHUNK, decode_content=True):
             size += len(chunk)
             if size > self.max_bytes:
                 raise FhirFetchError("response too large")

@@ -49,6 +49,8 @@ def configure_logging(level: int = logging.INFO) -> None:
         handler._cds_json = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(level)
+    # urllib3 logs every request URL at DEBUG, and FHIR query URLs carry the patient id.
+    logging.getLogger("urllib3").setLevel(max(logging.WARNING, logging.getLogger("urllib3").level))
 
 
 @contextmanager
