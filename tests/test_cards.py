@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cds_service.cards import (
     CardContext,
@@ -25,6 +27,7 @@ from cds_service.cards import (
     render_order_hook,
     render_patient_view,
 )
+from cds_service.cards.markdown import md
 from cds_service.engine import EvaluationResult, evaluate
 from tests.fhir_builders import RXNORM, bundle, car_t, crs, day, medication, obs, patient
 
@@ -215,6 +218,8 @@ def test_grade_4_is_critical_and_offers_pulse_methylprednisolone_with_verified_r
     assert len(pulse) == 1
     assert pulse[0]["medicationCodeableConcept"]["coding"] == [{"system": RXNORM, "code": "6902"}]  # [V] 7.5
     assert "1–2 mg/kg x 70 kg = 70–140 mg" in pulse[0]["dosageInstruction"][0]["text"]
+    # Review 5.2: the standard dexamethasone regimen is for patients without high-grade end organ damage.
+    assert "Dexamethasone" not in drug_texts(card)
 
 
 # --- suggestions ---
@@ -352,6 +357,13 @@ def test_tocilizumab_draft_without_active_crs_and_iec_hs_met_gives_a_replace_wit
     assert anakinra["medicationCodeableConcept"]["text"] == "Anakinra"
 
 
+def test_no_second_anakinra_draft_when_one_is_already_in_the_session() -> None:
+    drafts = sandbox_drafts(draft("toci-1", "tocilizumab"), draft("a-1", "anakinra 100 mg"))
+    cards = order_cards(classic(), drafts, ["MedicationRequest/toci-1"])
+    (suggestion,) = cards[0]["suggestions"]
+    assert [a["type"] for a in suggestion["actions"]] == ["delete"]
+
+
 def test_siltuximab_matched_by_text_also_warns() -> None:
     cards = order_cards(classic(), sandbox_drafts(draft("s-1", "Siltuximab 11 mg/kg")))
     assert [c["indicator"] for c in cards] == ["warning"]
@@ -401,7 +413,14 @@ def test_unrelated_drafts_and_no_therapy_give_no_order_card() -> None:
     assert order_cards(no_therapy, sandbox_drafts(draft("t", "tocilizumab"))) == []
 
 
-# --- invariants ---
+# --- escaping and invariants ---
+
+
+@given(st.text(max_size=200))
+def test_markdown_escaping_round_trips_and_never_leaves_html(text: str) -> None:
+    escaped = md(text)
+    assert "<" not in escaped and "\n" not in escaped
+    assert plain(escaped) == " ".join(text.split())
 
 
 CASES: list[Callable[[], list[dict[str, Any]]]] = [

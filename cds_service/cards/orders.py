@@ -110,8 +110,9 @@ def _status_line(env: Env, result: EvaluationResult) -> str:
 
 
 def _replace_suggestion(
-    env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext
-) -> dict[str, Any]:
+    env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext, *, anakinra_drafted: bool
+) -> dict[str, Any] | None:
+    """Delete the IL-6 drafts and create a draft anakinra order (unless one is already drafted)."""
     template = env.content.cards["il6_order"]
     option = env.content.option(REPLACEMENT)
     body = body_of(result)
@@ -125,11 +126,20 @@ def _replace_suggestion(
         for d in drafts
         if d.reference is not None
     ]
-    label = template.suggestions["replace" if deletes else "create"]
-    return suggestion(fill(label, {"drug": drug, "dose": dose_text}), [*deletes, create], ctx.uuid_factory())
+    if anakinra_drafted:  # never a second anakinra order in the same ordering session
+        key, chosen = "delete", deletes
+    else:
+        key, chosen = ("replace" if deletes else "create"), [*deletes, create]
+    if not chosen:
+        return None
+    return suggestion(
+        fill(template.suggestions[key], {"drug": drug, "dose": dose_text}), chosen, ctx.uuid_factory()
+    )
 
 
-def il6_card(env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext) -> dict[str, Any]:
+def il6_card(
+    env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext, *, anakinra_drafted: bool
+) -> dict[str, Any]:
     """Warning: IL-6 blockade drafted for a patient meeting or approaching IEC-HS without active CRS."""
     template = env.content.cards["il6_order"]
     drug = env.content.drug_names[drafts[0].drug_class]
@@ -153,7 +163,9 @@ def il6_card(env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardC
         *_sources(env, template.headings["sources"]),
     ]
     card = shell(env, ctx, template, summary(template, key, {"drug": drug}), "warning", "\n".join(detail))
-    card.update(selectionBehavior="any", suggestions=[_replace_suggestion(env, result, drafts, ctx)])
+    replace = _replace_suggestion(env, result, drafts, ctx, anakinra_drafted=anakinra_drafted)
+    if replace:
+        card.update(selectionBehavior="any", suggestions=[replace])
     card["links"] = links(template, ctx, result)
     return card
 

@@ -139,7 +139,10 @@ def render_order_hook(
     cards: list[dict[str, Any]] = []
     il6 = [d for d in drafts if d.role == "il6_directed"]
     if il6 and orders.il6_concern(result):
-        cards.append(orders.il6_card(Env(content, kb), result, il6, ctx))
+        # Anakinra anywhere in the session's drafts (selected or not) means no second anakinra draft.
+        every = orders.classify_drafts(kb, draft_orders, None)
+        drafted = any(d.drug_class == orders.REPLACEMENT for d in every)
+        cards.append(orders.il6_card(Env(content, kb), result, il6, ctx, anakinra_drafted=drafted))
     directed = [d for d in drafts if d.role == "iec_hs_directed"]
     if directed:
         cards.append(orders.iec_card(Env(content, kb), result, directed, ctx))

@@ -12,6 +12,7 @@ docs/clinical-content.md:
   steroids for CRS or ICANS) do not count; orders (MedicationRequest) do not prove a dose was given.
 * refractory (second line): IEC-HS still met and first-line therapy started >= 48 h before the evaluation.
 * salvage: refractory and grade >= high_grade.
+* standard-dose corticosteroids: IEC-HS met, grade < high_grade and no neurotoxicity criterion met.
 """
 
 from __future__ import annotations
@@ -110,9 +111,13 @@ def assess(result: EvaluationResult, content: CardContent) -> Assessment:
 def applies(option: Option, result: EvaluationResult, assessment: Assessment) -> bool:
     """Whether `option` applies now (its `when` rule)."""
     met = result.instruments.iec_hs.status == "met"
+    neuro = any(c.id == "neurotoxicity" and c.status == "met" for c in result.instruments.iec_hs.criteria)
     checks: dict[str, bool] = {
         "always": True,
         "iec_hs_met": met,
+        # The review proposes the standard regimen for patients without high-grade end organ damage or
+        # concomitant neurotoxicity; grade >= 3 stands in for the former.
+        "standard_corticosteroids": met and not assessment.high_grade and not neuro,
         "high_grade_or_refractory": met and (assessment.high_grade or assessment.refractory),
         "refractory": assessment.refractory,
         "salvage": assessment.refractory and assessment.high_grade,

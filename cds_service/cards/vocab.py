@@ -11,7 +11,9 @@ INDICATOR_RULES = frozenset(
 )
 
 # Applicability rules for treatment options (`when` in treatments.yaml).
-WHEN_RULES = frozenset({"always", "iec_hs_met", "high_grade_or_refractory", "refractory", "salvage"})
+WHEN_RULES = frozenset(
+    {"always", "iec_hs_met", "standard_corticosteroids", "high_grade_or_refractory", "refractory", "salvage"}
+)
 
 # Engine instrument keys as used in MissingData.needed_by.
 INSTRUMENT_KEYS = frozenset({"iecHs", "hscore", "hlh2004", "hlh94", "cartox", "shah"})
