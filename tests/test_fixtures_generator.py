@@ -131,6 +131,24 @@ def test_timestamps_share_one_format(path: Path) -> None:
                 assert TIMESTAMP.match(v), (r["id"], key, v)
 
 
+def _empty_or_null(value: Any, path: str) -> Iterator[str]:
+    if value is None or value == [] or value == {} or value == "":
+        yield path
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _empty_or_null(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _empty_or_null(v, f"{path}[{i}]")
+
+
+@pytest.mark.parametrize("path", BUNDLES)
+def test_no_empty_or_null_json_values(path: Path) -> None:
+    """FHIR JSON never has null, empty strings, empty arrays or empty objects."""
+    bad = list(_empty_or_null(load(path), path.name))
+    assert not bad, bad[:5]
+
+
 def _model(resource_type: str) -> Any:
     module = importlib.import_module(f"fhir.resources.R4B.{resource_type.lower()}")
     return getattr(module, resource_type)
