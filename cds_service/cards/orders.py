@@ -137,17 +137,12 @@ def _replace_suggestion(
     )
 
 
-def il6_card(
-    env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext, *, anakinra_drafted: bool
-) -> dict[str, Any]:
-    """Warning: IL-6 blockade drafted for a patient meeting or approaching IEC-HS without active CRS."""
+def _il6_detail(env: Env, result: EvaluationResult, drug: str) -> str:
     template = env.content.cards["il6_order"]
-    drug = env.content.drug_names[drafts[0].drug_class]
-    key = "met" if result.instruments.iec_hs.status == "met" else "approaching"
     status = env.label(result.instruments.iec_hs.status)
     caveat = env.content.option("tocilizumab_caveat")
     anakinra = env.content.option(REPLACEMENT)
-    detail = [
+    lines = [
         heading(template.headings["status"]),
         env.statement("tocilizumab_order", drug=drug, status=status, crs=crs_word(env, result)),
         "",
@@ -162,7 +157,18 @@ def il6_card(
         "",
         *_sources(env, template.headings["sources"]),
     ]
-    card = shell(env, ctx, template, summary(template, key, {"drug": drug}), "warning", "\n".join(detail))
+    return "\n".join(lines)
+
+
+def il6_card(
+    env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext, *, anakinra_drafted: bool
+) -> dict[str, Any]:
+    """Warning: IL-6 blockade drafted for a patient meeting or approaching IEC-HS without active CRS."""
+    template = env.content.cards["il6_order"]
+    drug = env.content.drug_names[drafts[0].drug_class]
+    key = "met" if result.instruments.iec_hs.status == "met" else "approaching"
+    detail = _il6_detail(env, result, drug)
+    card = shell(env, ctx, template, summary(template, key, {"drug": drug}), "warning", detail)
     replace = _replace_suggestion(env, result, drafts, ctx, anakinra_drafted=anakinra_drafted)
     if replace:
         card.update(selectionBehavior="any", suggestions=[replace])
@@ -170,30 +176,30 @@ def il6_card(
     return card
 
 
+def _iec_detail(env: Env, result: EvaluationResult, classes: set[str], gaps: tuple[LabGap, ...]) -> str:
+    template = env.content.cards["iec_order"]
+    body = body_of(result)
+    lines = [heading(template.headings["status"]), _status_line(env, result), ""]
+    lines += bullets(md(f"Grade basis: {fact.description}") for fact in result.instruments.iec_hs.grade_basis)
+    lines += ["", heading(template.headings["dosing"])]
+    for option in (o for o in env.content.options if o.drug_class in classes and o.line != "supportive"):
+        lines += option_lines(env, option, result, body, env.label("line_" + option.line))
+    if gaps:
+        lines += ["", heading(template.headings["labs"])]
+        lines += bullets(md(f"{gap.display}: {gap.reason}") for gap in gaps)
+    return "\n".join([*lines, "", *_sources(env, template.headings["sources"])])
+
+
 def iec_card(env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardContext) -> dict[str, Any]:
     """Info (critical at high grade): the current IEC-HS status and grade, dose ranges, missing labs."""
     template = env.content.cards["iec_order"]
-    iec = result.instruments.iec_hs
     drug = env.content.drug_names[drafts[0].drug_class]
-    key = {"met": "met", "indeterminate": "indeterminate"}.get(iec.status, "not_met")
+    key = {"met": "met", "indeterminate": "indeterminate"}.get(result.instruments.iec_hs.status, "not_met")
     values = {"drug": drug, "grade": grade_phrase(env, result), "timing": timing(env, result)}
-    classes = {d.drug_class for d in drafts}
-    body = body_of(result)
     gaps = labs_to_order(result, env.content, env.kb, monitoring=True)
-    detail = [heading(template.headings["status"]), _status_line(env, result), ""]
-    detail += bullets(md(f"Grade basis: {fact.description}") for fact in iec.grade_basis)
-    detail += ["", heading(template.headings["dosing"])]
-    for option in (o for o in env.content.options if o.drug_class in classes and o.line != "supportive"):
-        detail += option_lines(env, option, result, body, env.label("line_" + option.line))
-    if gaps:
-        detail += [
-            "",
-            heading(template.headings["labs"]),
-            *bullets(md(f"{g.display}: {g.reason}") for g in gaps),
-        ]
-    detail += ["", *_sources(env, template.headings["sources"])]
+    detail = _iec_detail(env, result, {d.drug_class for d in drafts}, gaps)
     level = "critical" if is_high_grade(result, env.content) else "info"
-    card = shell(env, ctx, template, summary(template, key, values), level, "\n".join(detail))
+    card = shell(env, ctx, template, summary(template, key, values), level, detail)
     lab = lab_suggestion(env, template.suggestions["labs"], gaps, ctx)
     if lab:
         card.update(selectionBehavior="any", suggestions=[lab])
