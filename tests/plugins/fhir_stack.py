@@ -78,7 +78,10 @@ def discover_seed_paths(root: Path = REPO_ROOT) -> list[Path]:
     """Every fixture Bundle file that exists now, in a stable order."""
     paths: list[Path] = []
     for pattern in SEED_GLOBS:
-        paths.extend(sorted(root.glob(pattern)))
+        # Scenario expectations (*.expected.json) and the population index sit beside the Bundles.
+        paths.extend(
+            p for p in sorted(root.glob(pattern)) if not p.name.endswith(".expected.json") and p.name != "index.json"
+        )
     return paths
 
 
