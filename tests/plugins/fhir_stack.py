@@ -80,7 +80,9 @@ def discover_seed_paths(root: Path = REPO_ROOT) -> list[Path]:
     for pattern in SEED_GLOBS:
         # Scenario expectations (*.expected.json) and the population index sit beside the Bundles.
         paths.extend(
-            p for p in sorted(root.glob(pattern)) if not p.name.endswith(".expected.json") and p.name != "index.json"
+            p
+            for p in sorted(root.glob(pattern))
+            if not p.name.endswith(".expected.json") and p.name != "index.json"
         )
     return paths
 
