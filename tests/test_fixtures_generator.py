@@ -294,6 +294,38 @@ def test_expected_file_matches_its_scenario(name: str) -> None:
             assert parse(moment) <= at, f"{r['id']} is after `at`"
 
 
+def _schema_node(schema: dict[str, Any], path: str) -> dict[str, Any] | None:
+    node: dict[str, Any] | None = schema
+    for part in path.split("."):
+        if node is None:
+            return None
+        many = part.endswith("[]")
+        node = node.get("properties", {}).get(part.removesuffix("[]"))
+        if node is not None and "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+        if many and node is not None:
+            node = node.get("items")
+    return node
+
+
+@pytest.mark.parametrize("name", SCENARIO_NAMES)
+def test_expect_keys_are_paths_of_the_evaluation_schema(name: str) -> None:
+    """Keys resolve in cds_service/schemas/evaluation.schema.json (read as data, not imported)."""
+    schema_path = REPO / "cds_service" / "schemas" / "evaluation.schema.json"
+    if not schema_path.exists():
+        pytest.skip("evaluation schema not present")
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    doc = load(SCENARIO_DIR / f"{name}.expected.json")
+    for key, value in doc["expect"].items():
+        path, _, op = key.partition(" ")
+        assert op in ("", ">=", "<", "includes", "excludes"), key
+        assert _schema_node(schema, path) is not None, f"{key} is not a path of the evaluation result"
+        if op in (">=", "<"):
+            assert isinstance(value, int | float)
+        if op in ("includes", "excludes"):
+            assert isinstance(value, list)
+
+
 def test_every_scenario_bundle_has_an_expected_file() -> None:
     bundles = {p.name for p in SCENARIO_DIR.glob("*.json") if not p.name.endswith(".expected.json")}
     expected = {p.name.replace(".expected", "") for p in SCENARIO_DIR.glob("*.expected.json")}
