@@ -34,7 +34,9 @@ from requests.adapters import HTTPAdapter
 
 from cds_service import cors, observability, outcome, validation
 from cds_service.api import bp as cds_blueprint
+from cds_service.cards.content import load_card_content
 from cds_service.config import ENV_VARIABLES, Settings
+from cds_service.engine import evaluate
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.feedback_store import FeedbackStore
 from cds_service.health import bp as health_blueprint
@@ -64,8 +66,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep discovery and cards in their own order
     app.config.update(_defaults(settings))
     app.config.update({k: v for k, v in overrides.items() if k not in ENV_VARIABLES})
-    for schema in validation.SCHEMAS:
-        validation.validator(schema)  # a broken schema fails here, not on the first request
+    _warm_up()
     store = FeedbackStore(settings.database_url)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, build_registry(knowledge), store)
     observability.init_app(app)
@@ -76,6 +77,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if settings.dev_mode:
         log.warning(DEV_MODE_WARNING, extra={"event": "dev-mode"})
     return app
+
+
+def _warm_up() -> None:
+    """Fail at start on a broken schema or cards/ file, and pay one-time costs (unit registry, card
+    content) before gunicorn forks, so no worker's first hook call is slow."""
+    for schema in validation.SCHEMAS:
+        validation.validator(schema)
+    load_card_content()
+    evaluate({"patient": None})
 
 
 def _environment(overrides: Mapping[str, Any]) -> dict[str, str]:

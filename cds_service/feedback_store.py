@@ -123,9 +123,10 @@ class FeedbackStore:
         rows = [_row(r, received_at or datetime.now(UTC)) for r in records]
         if not rows:
             return 0
-        statement = _insert_ignoring_duplicates(self.engine.dialect.name)
+        # RETURNING counts the rows really inserted (rowcount is not reliable across drivers).
+        statement = _insert_ignoring_duplicates(self.engine.dialect.name).returning(feedback_table.c.id)
         with self.engine.begin() as connection:
-            return sum(connection.execute(statement, row).rowcount for row in rows)
+            return sum(len(connection.execute(statement, row).all()) for row in rows)
 
     def all(self, service_id: str | None = None) -> list[FeedbackRecord]:
         """Every stored record (optionally of one service), oldest first."""

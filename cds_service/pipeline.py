@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
 from cds_service.engine import EvaluationResult, evaluate
 from cds_service.hook_request import HookRequest
 from cds_service.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
@@ -62,8 +63,6 @@ def render_cards(
     request: HookRequest, result: EvaluationResult, gaps: tuple[str, ...], env: HookEnvironment
 ) -> list[dict[str, Any]]:
     """Dispatch to the card renderer for the request's hook."""
-    from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
-
     context = CardContext(
         service_id=request.service_id,
         hook=request.hook,

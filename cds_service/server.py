@@ -37,7 +37,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # newer settings are skipped on older gunicorn releases
+                self.cfg.set(key, value)
         self.cfg.set("post_fork", self._post_fork)
 
     def _post_fork(self, server: Any, worker: Any) -> None:
@@ -64,6 +65,9 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int | No
         "errorlog": "-",
         "loglevel": "info",
         "limit_request_line": 8190,
+        # Recent gunicorn releases open a control socket under ~/.gunicorn by default: one path shared
+        # by every instance on the machine, and a management interface this service does not need.
+        "control_socket_disable": True,
     }
 
 
