@@ -42,14 +42,20 @@ def _drop_future(
 ) -> dict[str, list[LabValue]]:
     """Only data at or before `at` is used; data after `now` (+ tolerance) is a data-quality problem."""
     kept: dict[str, list[LabValue]] = {}
+    later = 0
     for analyte, series in labs.items():
         kept[analyte] = [lab for lab in series if lab.time <= at]
+        later += len(series) - len(kept[analyte])
         if not explicit_at:
             issues.extend(
                 DataIssue(lab.resource_id, "dated in the future: excluded", path="effective[x]")
                 for lab in series
                 if lab.time > at + tolerance
             )
+    if explicit_at and later:
+        issues.append(
+            DataIssue(f"{later} results", "dated after the evaluation instant: not used", severity="flagged")
+        )
     return kept
 
 
