@@ -137,13 +137,18 @@ def _boolean(name: str, raw: str) -> bool:
     raise ConfigurationError(name, f"expected 1/0/true/false/yes/no/on/off, got {raw!r}")
 
 
-def _positive(kind: Callable[[str], T], maximum: float) -> Callable[[str, str], T]:
-    def parse(name: str, raw: str) -> T:
+N = TypeVar("N", int, float)
+
+
+def _positive(kind: type[N], maximum: float) -> Callable[[str, str], N]:
+    """A parser for a number in (0, maximum] of type `kind` (int or float)."""
+
+    def parse(name: str, raw: str) -> N:
         try:
             value = kind(raw)
         except ValueError:
             raise ConfigurationError(name, f"expected a {kind.__name__}, got {raw!r}") from None
-        if not 0 < float(value) <= maximum:  # type: ignore[arg-type]
+        if not 0 < value <= maximum:
             raise ConfigurationError(name, f"must be > 0 and <= {maximum:g}, got {raw!r}")
         return value
 

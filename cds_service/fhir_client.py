@@ -72,7 +72,11 @@ class FhirClient:
         """Run a read (`Patient/1`) or a search (`Observation?...`); a read that is 404 gives value None."""
         is_read = "?" not in relative
         document = self._get_json(f"{self.base_url}/{relative.lstrip('/')}", deadline, allow_404=is_read)
-        if document is None or is_read:
+        if document is None:
+            return FetchOutcome(None)
+        if is_read:
+            if document["resourceType"] != relative.lstrip("/").split("/", 1)[0]:
+                raise FhirFetchError("read returned another resource type")
             return FetchOutcome(document)
         return self.continue_bundle(document, deadline)
 

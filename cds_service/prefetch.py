@@ -118,29 +118,44 @@ def resolve(
     sources: dict[str, str] = {}
     jobs: dict[str, Callable[[], FetchOutcome]] = {}
     unavailable: dict[str, str] = {}
+    incomplete: set[str] = set()
     for template in service.prefetch:
         key, state = template.key, classify(request.prefetch, template.key)
-        if state in (KeyState.PRESENT, KeyState.NULL, KeyState.OPERATION_OUTCOME):
-            data[key] = request.prefetch[
-                key
-            ]  # an OperationOutcome stays visible to the engine until replaced
+        if state is not KeyState.ABSENT:
+            # An OperationOutcome stays visible to the engine (as a data issue) unless a re-query replaces it.
+            data[key] = request.prefetch[key]
             sources[key] = "prefetch" if state is KeyState.PRESENT else state.value
-        if state is KeyState.PRESENT and client is not None and _has_next(data[key]):
-            jobs[key] = _bind(client.continue_bundle, data[key], deadline)
-        elif state in (KeyState.ABSENT, KeyState.OPERATION_OUTCOME):
-            try:
-                query = fallback_query(template, request.context, at, env.lookback_days)
-            except MissingTokenValue:
-                unavailable[key] = "template needs a context value the request does not have"
-                continue
+        if state is KeyState.PRESENT and _has_next(data[key]):
             if client is None:
-                unavailable[key] = no_client_reason
+                incomplete.add(key)  # the client paginated and the rest cannot be fetched
             else:
-                jobs[key] = _bind(client.get, query, deadline)
-    gaps = _run(jobs, deadline, data, sources, unavailable)
+                jobs[key] = _bind(client.continue_bundle, data[key], deadline)
+        elif state in (KeyState.ABSENT, KeyState.OPERATION_OUTCOME):
+            job = _fallback_job(template, request, env, at, deadline, client)
+            if isinstance(job, str):
+                unavailable[key] = job or no_client_reason
+            else:
+                jobs[key] = job
+    incomplete |= _run(jobs, deadline, data, sources, unavailable)
     _raise_if_required_missing(service, unavailable)
-    ordered = [t.key for t in service.prefetch if t.key in unavailable or t.key in gaps]
-    return ResolvedPrefetch(data, tuple(ordered), sources)
+    gaps = tuple(t.key for t in service.prefetch if t.key in unavailable or t.key in incomplete)
+    return ResolvedPrefetch(data, gaps, sources)
+
+
+def _fallback_job(
+    template: PrefetchTemplate,
+    request: HookRequest,
+    env: FetchEnvironment,
+    at: datetime,
+    deadline: float,
+    client: FhirClient | None,
+) -> Callable[[], FetchOutcome] | str:
+    """The fetch for one key, or why there is none ("" when there is no usable client)."""
+    try:
+        query = fallback_query(template, request.context, at, env.lookback_days)
+    except MissingTokenValue:
+        return "template needs a context value the request does not have"
+    return "" if client is None else _bind(client.get, query, deadline)
 
 
 def _bind(

@@ -335,3 +335,24 @@ def test_a_template_the_context_cannot_fill_is_a_gap(fhir: LoopbackServer) -> No
     resolved = resolve(request_for({}, fhir), service, environment(dev=True), AT, soon())
     assert resolved.gaps == ("encounter",)
     assert [s.path for s in fhir.seen] == ["/fhir/Patient/p1"]
+
+
+def test_a_paginated_prefetch_bundle_without_a_server_is_an_incomplete_gap() -> None:
+    first_page = searchset([{"resourceType": "Condition", "id": "c1"}])
+    first_page["link"] = [{"relation": "next", "url": "https://ehr.example.org/fhir/Condition?page=2"}]
+    resolved = resolve(
+        request_for({**complete_prefetch(), "conditions": first_page}), SCREENING, environment(), AT, soon()
+    )
+    assert resolved.gaps == ("conditions",)
+    assert resolved.data["conditions"] == first_page  # what the client sent is still used
+
+
+def test_a_read_returning_another_resource_type_is_refused() -> None:
+    def handler(seen: Seen) -> Reply:
+        if seen.path.startswith("/fhir/Patient/"):
+            return Reply(body={"resourceType": "Bundle", "type": "searchset"})
+        return Reply(body=searchset([]))
+
+    with LoopbackServer(handler) as server:
+        with pytest.raises(PrefetchUnavailable, match="patient: read returned another resource type"):
+            resolve(request_for({}, server), SCREENING, environment(dev=True), AT, soon())
