@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.engine.context import Context
 from cds_service.engine.knowledge import OPERATORS
-from cds_service.engine.model import GradeFact
+from cds_service.engine.model import DrugEvent, GradeFact
 from cds_service.engine.units import scaled
 
 NO_INTERVENTION = (
@@ -73,6 +73,14 @@ def _renal_fact(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[
     return [GradeFact(3, text, peak.resource_id, peak.time)]
 
 
+def _first_per_class(drugs: list[DrugEvent]) -> list[DrugEvent]:
+    """The first administration of each drug class: repeated doses add no new grading fact."""
+    first: dict[str, DrugEvent] = {}
+    for drug in drugs:
+        first.setdefault(drug.drug_class, drug)
+    return list(first.values())
+
+
 def _facts(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[GradeFact]:
     facts: list[GradeFact] = []
     if ctx.patient.deceased:
@@ -81,7 +89,7 @@ def _facts(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[Grade
                 5, "death recorded (Patient.deceased)", f"Patient/{ctx.patient.id}", ctx.patient.deceased_time
             )
         )
-    for drug in ctx.drugs_with_role("vasopressor", start):
+    for drug in _first_per_class(ctx.drugs_with_role("vasopressor", start)):
         facts.append(GradeFact(4, f"vasopressor given: {drug.text}", drug.resource_id, drug.time))
     for proc in ctx.procedures:
         if proc.time >= start and proc.kind == "mechanical_ventilation":
@@ -103,14 +111,14 @@ def _facts(ctx: Context, start: datetime, anchors: dict[str, Any]) -> list[Grade
         facts.append(GradeFact(3, "bleeding with transfusion", bleeding.resource_id, bleeding.onset))
     facts += _oxygen_facts(ctx, start, anchors)
     facts += _renal_fact(ctx, start, anchors)
-    for drug in ctx.drugs_with_role("iec_hs_directed", start):
+    for drug in _first_per_class(ctx.drugs_with_role("iec_hs_directed", start)):
         facts.append(
             GradeFact(
                 2, f"IEC-HS-directed therapy: {drug.text or drug.drug_class}", drug.resource_id, drug.time
             )
         )
     if bleeding.state != "present":
-        for drug in replacement:
+        for drug in _first_per_class(replacement):
             facts.append(
                 GradeFact(
                     2,
