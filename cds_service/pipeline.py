@@ -49,6 +49,7 @@ def run_hook(
     with timer("prefetch"):
         resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
     with timer("evaluate"):
+        # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
         result = evaluate(resolved.data, at=env.at)
     with timer("render"):
         cards = render_cards(request, result, resolved.gaps, env)

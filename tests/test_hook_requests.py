@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from cds_service import create_app
 from cds_service.errors import InvalidRequest
 from cds_service.hook_request import parse_hook_request
+from cds_service.pipeline import InvalidResponse, check_response
 from cds_service.state import get_state
 from tests.cds_helpers import (
     assert_conformant,
@@ -281,3 +282,21 @@ def test_patient_view_with_full_prefetch_answers_200(client: FlaskClient) -> Non
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert_conformant(response.get_json())
+
+
+def test_responses_are_checked_against_the_schema() -> None:
+    check_response({"cards": []})
+    with pytest.raises(InvalidResponse):
+        check_response({"cards": [{"summary": "x" * 140, "indicator": "info", "source": {"label": "s"}}]})
+    with pytest.raises(InvalidResponse):
+        check_response({"cards": [{"summary": "s", "indicator": "hard-stop", "source": {"label": "s"}}]})
+
+
+def test_a_nonconforming_response_is_a_generic_500(tmp_path: Path) -> None:
+    client = create_app(dev_config(tmp_path, UUID_FACTORY=lambda: "")).test_client()  # empty uuids break STU2
+    resources = car_t_patient("p-bad")
+    response = client.post(
+        SCREENING, json=hook_body("patient-view", "p-bad", prefetch=full_prefetch(resources))
+    )
+    assert response.status_code == 500
+    assert response.get_json()["issue"][0]["diagnostics"] == "internal error"
