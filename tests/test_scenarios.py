@@ -48,11 +48,21 @@ def check(document: Any, key: str, expected: Any) -> None:
 def test_there_are_at_least_eight_scenarios() -> None:
     names = {p.name.removesuffix(".expected.json") for p in EXPECTED}
     assert len(names) >= 8
-    assert {"classic-iec-hs", "crs-only-early", "late-bcma", "pediatric-ball", "si-units", "missing-key-labs",
-            "non-car-t-high-ferritin", "messy-data"} <= names
+    assert {
+        "classic-iec-hs",
+        "crs-only-early",
+        "late-bcma",
+        "pediatric-ball",
+        "si-units",
+        "missing-key-labs",
+        "non-car-t-high-ferritin",
+        "messy-data",
+    } <= names
 
 
-@pytest.mark.parametrize("expected_file", EXPECTED, ids=[p.name.removesuffix(".expected.json") for p in EXPECTED])
+@pytest.mark.parametrize(
+    "expected_file", EXPECTED, ids=[p.name.removesuffix(".expected.json") for p in EXPECTED]
+)
 def test_scenario_outcome(expected_file: Path) -> None:
     spec = json.loads(expected_file.read_text())
     bundle = json.loads((SCENARIOS / spec["bundle"]).read_text())
@@ -75,9 +85,15 @@ def test_messy_data_problems_are_reported_not_used() -> None:
 def test_si_units_scenario_matches_the_conventional_one() -> None:
     def key_values(name: str) -> dict[str, Any]:
         spec = json.loads((SCENARIOS / f"{name}.expected.json").read_text())
-        result = evaluate(json.loads((SCENARIOS / f"{name}.json").read_text()), at=datetime.fromisoformat(spec["at"]))
+        result = evaluate(
+            json.loads((SCENARIOS / f"{name}.json").read_text()), at=datetime.fromisoformat(spec["at"])
+        )
         i = result.instruments
-        return {"status": i.iec_hs.status, "grade": i.iec_hs.grade, "hscore": i.hscore.score,
-                "hlh2004": (i.hlh2004.met_count, i.hlh2004.unknown_count)}
+        return {
+            "status": i.iec_hs.status,
+            "grade": i.iec_hs.grade,
+            "hscore": i.hscore.score,
+            "hlh2004": (i.hlh2004.met_count, i.hlh2004.unknown_count),
+        }
 
     assert key_values("si-units") == key_values("classic-iec-hs")
