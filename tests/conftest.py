@@ -1,4 +1,4 @@
-"""Shared fixtures. Real servers (FHIR + SMART stack, PostgreSQL, headless Chromium) live in tests/plugins/."""
+"""Shared fixtures. Real servers (FHIR + SMART stack, PostgreSQL, Chromium) live in tests/plugins/."""
 
 from __future__ import annotations
 
