@@ -1,0 +1,1 @@
+"""SMART on FHIR dashboard for IEC-HS (SMART App Launch 2.x, served under /smart)."""
