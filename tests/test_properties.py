@@ -103,3 +103,29 @@ def test_unit_conversion_round_trips(pair: tuple[str, str, str], value: float) -
     assert abs(back - value) <= 1e-9 * max(1.0, abs(value))
     identity = KB.units.convert(analyte, canonical_value, canonical)  # canonical unit converts to itself
     assert abs(identity - canonical_value) <= 1e-9 * max(1.0, abs(canonical_value))
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 400), st.floats(0.0, 5000, allow_nan=False)), max_size=40))
+def test_rapid_rise_matches_the_pairwise_definition(points: list[tuple[int, float]]) -> None:
+    """The linear-time rapid-rise search finds a pair exactly when some pair satisfies the definition."""
+    from datetime import timedelta
+
+    from cds_service.engine.instruments.iec_hs import _rapid_rise
+    from cds_service.engine.model import LabValue
+    from tests.fhir_builders import T0
+
+    values = [
+        LabValue("ferritin", v, "ng/mL", T0 + timedelta(hours=h), f"o{i}", "2276-4", v, "ng/mL")
+        for i, (h, v) in enumerate(sorted(points))
+    ]
+    brute = any(
+        b.time - a.time <= timedelta(hours=72) and a.value > 0 and b.value >= 2.0 * a.value
+        for j, b in enumerate(values)
+        for a in values[:j]
+    )
+    found = _rapid_rise(values, 2.0, 72.0)
+    assert (found is not None) == brute
+    if found is not None:
+        earlier, later = found
+        assert later.time - earlier.time <= timedelta(hours=72) and later.value >= 2.0 * earlier.value

@@ -10,6 +10,7 @@ with the facts that support it and the facts that could not be checked.
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -27,19 +28,23 @@ def _window_start(ctx: Context) -> datetime:
     return max(ctx.window_start, infusion) if infusion is not None else ctx.window_start
 
 
-def _rapid_rise(
-    ctx: Context, values: list[LabValue], fold: float, hours: float
-) -> tuple[LabValue, LabValue] | None:
-    """First pair (earlier, later) within `hours` where later >= fold x earlier."""
+def _rapid_rise(values: list[LabValue], fold: float, hours: float) -> tuple[LabValue, LabValue] | None:
+    """First pair (earlier, later) within `hours` where later >= fold x earlier.
+
+    Linear time: a monotonic deque keeps the lowest positive value of the trailing window (values are
+    sorted by time), so thousands of ferritin results cost one pass instead of every pair.
+    """
     span = timedelta(hours=hours)
-    for i, later in enumerate(values):
-        for earlier in values[:i]:
-            if (
-                later.time - earlier.time <= span
-                and earlier.value > 0
-                and later.value >= scaled(fold, earlier.value)
-            ):
-                return earlier, later
+    window: deque[LabValue] = deque()
+    for later in values:
+        while window and later.time - window[0].time > span:
+            window.popleft()
+        if window and later.value >= scaled(fold, window[0].value):
+            return window[0], later
+        if later.value > 0:
+            while window and window[-1].value >= later.value:
+                window.pop()
+            window.append(later)
     return None
 
 
@@ -88,7 +93,6 @@ def ferritin_required(
             onset = lab.time
             break
     pair = _rapid_rise(
-        ctx,
         ctx.values("ferritin", start - timedelta(hours=float(rise["within_hours"]))),
         float(rise["fold"]),
         float(rise["within_hours"]),
@@ -203,7 +207,7 @@ def _worsening_after_improvement(
         lab for lab in ctx.values("crp", nadir.time) if lab.value >= 2 * nadir.value and lab.time > nadir.time
     ]
     ferritin = ctx.values("ferritin", nadir.time)
-    rise = _rapid_rise(ctx, ferritin, 2.0, 72.0)
+    rise = _rapid_rise(ferritin, 2.0, 72.0)
     if later_crp or rise:
         worse = later_crp[0] if later_crp else rise[1]  # type: ignore[index]
         return CriterionResult(
