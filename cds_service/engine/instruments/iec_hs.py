@@ -121,7 +121,7 @@ def ferritin_required(
     return CriterionResult("ferritin", label, "not-met", described, citation, tuple(evidence)), None
 
 
-def onset_timing(ctx: Context, citation: str) -> CriterionResult:
+def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> CriterionResult:
     """Onset with resolving/resolved CRS, or worsening after initial improvement with CRS-directed therapy."""
     label = (
         "Required: onset with resolving/resolved CRS, "
@@ -151,11 +151,11 @@ def onset_timing(ctx: Context, citation: str) -> CriterionResult:
             episode.resource_ids[-1],
         )
         return CriterionResult("onset", label, "met", None, citation, (ev,))
-    return _worsening_after_improvement(ctx, label, citation, episode.onset, ids)
+    return _worsening_after_improvement(ctx, required, label, citation, episode.onset, ids)
 
 
 def _worsening_after_improvement(
-    ctx: Context, label: str, citation: str, onset: datetime | None, ids: str
+    ctx: Context, required: dict[str, Any], label: str, citation: str, onset: datetime | None, ids: str
 ) -> CriterionResult:
     """[D] CRP falls to <= 50% of its peak after CRS-directed therapy, then ferritin rises >= 2-fold within
     72 h or CRP doubles from its nadir. Without CRP data this cannot be judged (unknown)."""
@@ -192,22 +192,32 @@ def _worsening_after_improvement(
             ),
             missing=("crp",),
         )
+    rule = required["worsening_after_improvement"]
+    fall, rebound = float(rule["crp_fall_fraction"]), float(rule["crp_rebound_fold"])
     peak = max(before, key=lambda lab: lab.value)
     nadir = min(after, key=lambda lab: lab.value)
-    if nadir.value > 0.5 * peak.value:
+    if nadir.value > scaled(fall, peak.value):
         return CriterionResult(
             "onset",
             label,
             "not-met",
             None,
             citation,
-            (active, value_evidence(ctx.kb, nadir, f"CRP did not fall to <= 50% of its peak {peak.value:g}")),
+            (
+                active,
+                value_evidence(
+                    ctx.kb, nadir, f"CRP did not fall to <= {fall:.0%} of its peak {peak.value:g}"
+                ),
+            ),
         )
     later_crp = [
-        lab for lab in ctx.values("crp", nadir.time) if lab.value >= 2 * nadir.value and lab.time > nadir.time
+        lab
+        for lab in ctx.values("crp", nadir.time)
+        if lab.value >= scaled(rebound, nadir.value) and lab.time > nadir.time
     ]
     ferritin = ctx.values("ferritin", nadir.time)
-    rise = _rapid_rise(ferritin, 2.0, 72.0)
+    spec = required["rapid_rise"]
+    rise = _rapid_rise(ferritin, float(spec["fold"]), float(spec["within_hours"]))
     if later_crp or rise:
         worse = later_crp[0] if later_crp else rise[1]  # type: ignore[index]
         return CriterionResult(
@@ -413,11 +423,11 @@ def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionRe
 
 
 def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
-    label = "Renal insufficiency (new onset): creatinine >= 1.5 x baseline"
+    factor = float(spec["creatinine_baseline_multiple"]["value"])
+    label = f"Renal insufficiency (new onset): creatinine >= {factor:g} x baseline"
     source = spec.get("source", "kdigo2012")
     lab = ctx.worst("creatinine", _window_start(ctx))
     baseline = ctx.baseline("creatinine")
-    factor = float(spec["creatinine_baseline_multiple"]["value"])
     if lab is None or baseline is None:
         return CriterionResult(
             "renal",
@@ -552,7 +562,7 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
         ),
     )
     ferritin, onset_time = ferritin_required(ctx, doc["required"], citation)
-    timing = onset_timing(ctx, citation)
+    timing = onset_timing(ctx, doc["required"], citation)
     common_doc = doc["most_common"]
     common = [
         transaminases(ctx, common_doc["transaminases"], citation),

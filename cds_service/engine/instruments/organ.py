@@ -118,9 +118,10 @@ def kidney(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
 def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
     """Pulmonary edema grade >= 3 by proxy [D]: ventilation, or O2 support with SpO2 < 88%."""
     spec = ctx.kb.ctcae["pulmonary"]
+    low_threshold = ctx.kb.threshold("spo2", spec["spo2"])
     label = (
         "Lung: grade >= 3 pulmonary edema "
-        "(proxy: positive-pressure ventilation, or O2 support with SpO2 < 88%)"
+        f"(proxy: positive-pressure ventilation, or O2 support with SpO2 {low_threshold.describe()})"
     )
     ventilation = [p for p in ctx.procedures if p.kind == "mechanical_ventilation" and start <= p.time <= end]
     if ventilation:
@@ -144,7 +145,6 @@ def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
             missing=("spo2",),
             unverified=True,
         )
-    low_threshold = ctx.kb.threshold("spo2", spec["spo2"])
     low = [lab for lab in spo2 if low_threshold.test(lab.value)]
     support = _oxygen_support(ctx, start, end, spec)
     edema = finding_criterion(
