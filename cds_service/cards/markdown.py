@@ -11,20 +11,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_PUNCTUATION = set("\\`*_[]|~#")
+_PUNCTUATION = "\\`*_[]|~#"
+# One C-level translate per string instead of a Python loop per character (hundreds of cells per card).
+_ESCAPES = str.maketrans({**_ENTITIES, **{char: "\\" + char for char in _PUNCTUATION}})
 
 
 def md(text: str) -> str:
     """Escape `text` for use inside a Markdown paragraph, list item or table cell (one line)."""
-    out: list[str] = []
-    for char in " ".join(text.split()):
-        if char in _ENTITIES:
-            out.append(_ENTITIES[char])
-        elif char in _PUNCTUATION:
-            out.append("\\" + char)
-        else:
-            out.append(char)
-    return "".join(out)
+    return " ".join(text.split()).translate(_ESCAPES)
 
 
 def heading(text: str) -> str:
