@@ -107,9 +107,18 @@ class Knowledge:
     engine_defaults: dict[str, Any]
     citations: dict[str, dict[str, Any]]
     unverified: list[str] = field(default_factory=list)
+    _thresholds: dict[tuple[Any, ...], Threshold] = field(default_factory=dict)
 
     def threshold(self, analyte: str, spec: dict[str, Any], source: str = "") -> Threshold:
-        """Convert a threshold spec {op, value, unit} of `analyte` to canonical units."""
+        """Convert a threshold spec {op, value, unit} of `analyte` to canonical units (memoized: the
+        criteria ask for the same cut-offs on every evaluation)."""
+        key = (analyte, spec.get("op"), spec.get("value"), spec.get("unit"), spec.get("source", source))
+        found = self._thresholds.get(key)
+        if found is None:
+            found = self._thresholds[key] = self._threshold(analyte, spec, source)
+        return found
+
+    def _threshold(self, analyte: str, spec: dict[str, Any], source: str) -> Threshold:
         unit = spec.get("unit") or self.analytes[analyte]["canonical_unit"]
         try:
             value = self.units.threshold_to_canonical(analyte, float(spec["value"]), unit)
