@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.engine.catalog import LOINC, UCUM
-from cds_service.engine.fhirutil import concept_text, number, period_start, resource_key
+from cds_service.engine.fhirutil import concept_text, number, parse_datetime, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import DataIssue, LabValue
 from cds_service.engine.units import Linear, UnitError
@@ -103,7 +103,12 @@ class ObservationNormalizer:
         if status in EXCLUDED_STATUSES:
             self.issues.append(DataIssue(key, f"status '{status}': excluded"))
             return []
-        time = period_start(resource, "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued")
+        effective = resource.get("effectiveDateTime")
+        time = parse_datetime(effective) if type(effective) is str else None
+        if time is None:
+            time = period_start(
+                resource, "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued"
+            )
         if time is None:
             self.issues.append(
                 DataIssue(key, "no usable effective time or issued: excluded", path="effective[x]")
@@ -179,8 +184,8 @@ class ObservationNormalizer:
     def _range(
         self, analyte: str, holder: dict[str, Any], resource: dict[str, Any], unit: str
     ) -> tuple[float | None, float | None, Any]:
-        ranges = holder.get("referenceRange", resource.get("referenceRange") if holder is resource else None)
-        if isinstance(ranges, list) and ranges:
+        ranges = holder.get("referenceRange")
+        if type(ranges) is list and ranges:
             key = _range_key(analyte, unit, ranges)
             if key is not None:
                 # Reference ranges repeat across a patient's results: convert each distinct one once.
