@@ -184,16 +184,35 @@ def test_worsening_after_initial_improvement_with_crs_directed_therapy() -> None
 
 
 @pytest.mark.parametrize(
-    ("value", "low", "expected"), [(150, 140, "not-met"), (149, 140, "met"), (180, 200, "met")]
+    ("value", "unit", "low", "expected"),
+    [
+        (150, "mg/dL", 140, "not-met"),
+        (149, "mg/dL", 140, "met"),
+        (1.5, "g/L", 1.4, "not-met"),
+        (1.49, "g/L", 1.4, "met"),
+        (180, "mg/dL", 200, "met"),  # < LLN counts too (review Table 1: "<150 mg/dL or <LLN")
+    ],
 )
-def test_hypofibrinogenemia_below_150_or_below_lln(value: float, low: float, expected: str) -> None:
-    result = iec(RESOLVED_CRS, lab("fibrinogen", value, "mg/dL", 12, low=low, high=400))
+def test_hypofibrinogenemia_below_150_or_below_lln(
+    value: float, unit: str, low: float, expected: str
+) -> None:
+    high = 400 if unit == "mg/dL" else 4.0
+    result = iec(RESOLVED_CRS, lab("fibrinogen", value, unit, 12, low=low, high=high))
     assert criterion(result.criteria, "hypofibrinogenemia").status == expected
 
 
-@pytest.mark.parametrize(("alt", "expected"), [(200, "not-met"), (201, "met")])
-def test_transaminases_over_5x_uln(alt: float, expected: str) -> None:
-    result = iec(RESOLVED_CRS, lab("alt", alt, "U/L", 12, high=40), lab("ast", 30, "U/L", 12, high=40))
+@pytest.mark.parametrize(
+    ("alt", "unit", "uln", "expected"),
+    [
+        (200, "U/L", 40, "not-met"),
+        (201, "U/L", 40, "met"),
+        (3.3, "ukat/L", 0.66, "not-met"),
+        (3.31, "ukat/L", 0.66, "met"),
+    ],
+)
+def test_transaminases_over_5x_uln(alt: float, unit: str, uln: float, expected: str) -> None:
+    # 1 ukat/L = 60 U/L: 3.3 ukat/L = 198 U/L = 5 x ULN 0.66 ukat/L (39.6 U/L)
+    result = iec(RESOLVED_CRS, lab("alt", alt, unit, 12, high=uln), lab("ast", 30, "U/L", 12, high=40))
     assert criterion(result.criteria, "transaminases").status == expected
 
 
