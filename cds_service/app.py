@@ -16,7 +16,13 @@ UUID_FACTORY           ``() -> str`` for card and suggestion uuids (default: ran
 HTTP_SESSION           the ``requests.Session`` used for FHIR fallback queries (pooled, trust_env off)
 CLOCK                  ``() -> datetime`` evaluation instant; None (default) lets the engine use now
 VALIDATE_RESPONSES     check every hook response against the cds-response schema (default True)
+JWKS_SESSION           the ``requests.Session`` for client JWKS fetches (test_config only; read at start)
 =====================  ===================================================================================
+
+Client authentication (cds_service.auth): with trusted clients configured, CLIENT_AUTH verifies client JWTs
+and FHIR_SERVER_POLICY is the client's own allowlist (in development mode too). ``create_app()`` from the
+environment (a real server start) refuses to build a production app without trusted clients; an app built
+from a ``test_config`` without them fails closed instead (every call 401).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from requests.adapters import HTTPAdapter
 
 from cds_service import cors, observability, outcome, validation
 from cds_service.api import bp as cds_blueprint
+from cds_service.auth import auth_defaults
 from cds_service.cards.content import load_card_content
 from cds_service.config import ENV_VARIABLES, Settings
 from cds_service.engine import evaluate
@@ -55,6 +62,11 @@ DEV_MODE_WARNING = (
     "DEVELOPMENT MODE: client authentication is OFF, http FHIR servers on loopback are allowed and CORS "
     "allows any origin by default. Never use development mode with real patient data."
 )
+DEV_MODE_AUTH_WARNING = (
+    "DEVELOPMENT MODE with trusted clients: client JWTs are verified, but http JWKS and FHIR servers on "
+    "loopback are allowed and CORS allows any origin by default. Never use development mode with real "
+    "patient data."
+)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -69,6 +81,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update({k: v for k, v in overrides.items() if k not in ENV_VARIABLES})
     _warm_up()
     store = FeedbackStore(settings.database_url)
+    _install_client_auth(app, settings, store, overrides, from_environment=test_config is None)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, build_registry(knowledge), store)
     observability.init_app(app)
     cors.init_app(app, settings.cors_origins)
@@ -76,8 +89,25 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     if settings.dev_mode:
-        log.warning(DEV_MODE_WARNING, extra={"event": "dev-mode"})
+        warning = DEV_MODE_AUTH_WARNING if settings.trusted_clients_configured else DEV_MODE_WARNING
+        log.warning(warning, extra={"event": "dev-mode"})
     return app
+
+
+def _install_client_auth(
+    app: Flask,
+    settings: Settings,
+    store: FeedbackStore,
+    overrides: Mapping[str, Any],
+    *,
+    from_environment: bool,
+) -> None:
+    """JWT verification and per-client FHIR allowlists when trusted clients are configured (the jti replay
+    table lives in the feedback database, shared by all workers); injected overrides win."""
+    defaults = auth_defaults(
+        settings, store.engine, required=from_environment, jwks_session=overrides.get("JWKS_SESSION")
+    )
+    app.config.update({key: value for key, value in defaults.items() if key not in overrides})
 
 
 def _warm_up() -> None:

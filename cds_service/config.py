@@ -20,6 +20,16 @@ CDS_PREFETCH_LOOKBACK_DAYS     Observation date window of the service's own FHIR
 CDS_MAX_REQUEST_BYTES          Largest accepted request body (default 20 MB); larger gets 413.
 CDS_SMART_LAUNCH_URL           Launch URL of the SMART dashboard linked from cards (default none).
 CDS_WORKERS / CDS_THREADS      gunicorn worker processes / threads per worker (default: CPU count / 4).
+CDS_TRUSTED_CLIENTS_FILE       JSON or YAML file of trusted CDS clients (issuer, keys, allowed FHIR
+                               servers; see docs/trusted-clients.md). Required outside development mode
+                               (or CDS_TRUSTED_CLIENTS); in development mode it turns JWT checks on.
+CDS_TRUSTED_CLIENTS            The same document inline (JSON), instead of a file.
+CDS_JWT_LEEWAY_S               Clock-skew leeway for exp/iat/nbf (default 60; at most 300).
+CDS_JWT_MAX_LIFETIME_S         Largest accepted exp - iat (default 3600 s: seen jtis are kept that long).
+CDS_JWKS_CACHE_TTL_S           How long a fetched JWKS is used before it is fetched again (default 3600).
+CDS_JWKS_MIN_REFRESH_S         Least time between two fetches of one JWKS URL, e.g. on unknown kids
+                               (default 60): a flood of bad kids cannot turn into a flood of fetches.
+CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
 =============================  ==========================================================================
 """
 
@@ -30,7 +40,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
@@ -52,6 +62,13 @@ ENV_VARIABLES = (
     "CDS_SMART_LAUNCH_URL",
     "CDS_WORKERS",
     "CDS_THREADS",
+    "CDS_TRUSTED_CLIENTS_FILE",
+    "CDS_TRUSTED_CLIENTS",
+    "CDS_JWT_LEEWAY_S",
+    "CDS_JWT_MAX_LIFETIME_S",
+    "CDS_JWKS_CACHE_TTL_S",
+    "CDS_JWKS_MIN_REFRESH_S",
+    "CDS_JWKS_TIMEOUT_S",
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -74,6 +91,18 @@ class Settings:
     smart_launch_url: str | None = None
     workers: int = max(1, os.cpu_count() or 1)
     threads: int = 4
+    trusted_clients_file: Path | None = None
+    trusted_clients_json: str | None = None
+    jwt_leeway_s: float = 60.0
+    jwt_max_lifetime_s: int = 3600
+    jwks_cache_ttl_s: float = 3600.0
+    jwks_min_refresh_s: float = 60.0
+    jwks_timeout_s: float = 2.0
+
+    @property
+    def trusted_clients_configured(self) -> bool:
+        """A trusted-clients document is configured (file or inline): client JWTs are verified."""
+        return self.trusted_clients_file is not None or self.trusted_clients_json is not None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +122,7 @@ class Settings:
             smart_launch_url=_parse("CDS_SMART_LAUNCH_URL", env, _absolute_url, None),
             workers=_parse("CDS_WORKERS", env, _positive(int, 64), max(1, os.cpu_count() or 1)),
             threads=_parse("CDS_THREADS", env, _positive(int, 64), 4),
+            **_auth_settings(env),
         )
         settings.check_consistency()
         return settings
@@ -108,13 +138,53 @@ class Settings:
                 raise ConfigurationError("CDS_PUBLIC_BASE_URL", "must be https outside development mode")
         if self.fhir_timeout_s > self.hook_deadline_s:
             raise ConfigurationError("CDS_FHIR_TIMEOUT_S", "must not exceed CDS_HOOK_DEADLINE_S")
+        if self.trusted_clients_file is not None and self.trusted_clients_json is not None:
+            raise ConfigurationError(
+                "CDS_TRUSTED_CLIENTS", "set either CDS_TRUSTED_CLIENTS_FILE or CDS_TRUSTED_CLIENTS, not both"
+            )
 
     def summary(self) -> dict[str, str]:
         """Printable view of the settings, with any database password masked."""
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         shown["cors_origins"] = ", ".join(self.cors_origins) or "(none)"
+        shown["trusted_clients_json"] = "(set)" if self.trusted_clients_json else "(none)"
         return shown
+
+
+def _auth_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The client-authentication variables (documented in docs/trusted-clients.md)."""
+    return {
+        "trusted_clients_file": _parse("CDS_TRUSTED_CLIENTS_FILE", env, _existing_file, None),
+        "trusted_clients_json": _parse("CDS_TRUSTED_CLIENTS", env, lambda _name, raw: raw, None),
+        "jwt_leeway_s": _parse("CDS_JWT_LEEWAY_S", env, _non_negative(300.0), 60.0),
+        "jwt_max_lifetime_s": _parse("CDS_JWT_MAX_LIFETIME_S", env, _positive(int, 86400), 3600),
+        "jwks_cache_ttl_s": _parse("CDS_JWKS_CACHE_TTL_S", env, _positive(float, 86400.0), 3600.0),
+        "jwks_min_refresh_s": _parse("CDS_JWKS_MIN_REFRESH_S", env, _non_negative(3600.0), 60.0),
+        "jwks_timeout_s": _parse("CDS_JWKS_TIMEOUT_S", env, _positive(float, 30.0), 2.0),
+    }
+
+
+def _existing_file(name: str, raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ConfigurationError(name, f"no such file: {raw!r}")
+    return path
+
+
+def _non_negative(maximum: float) -> Callable[[str, str], float]:
+    """A parser for a float in [0, maximum] (0 is meaningful: no leeway, no refresh interval)."""
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(name, f"expected a number, got {raw!r}") from None
+        if not 0 <= value <= maximum:
+            raise ConfigurationError(name, f"must be >= 0 and <= {maximum:g}, got {raw!r}")
+        return value
+
+    return parse
 
 
 def default_database_url() -> str:
@@ -200,12 +270,14 @@ def check_configuration(environ: Mapping[str, str] | None = None) -> int:
 
     Prints a summary and returns 0, or prints the error and returns 2.
     """
+    from cds_service.auth import check_trust_configuration
     from cds_service.engine.knowledge import load_knowledge
     from cds_service.services import build_registry
 
     try:
         settings = Settings.from_env(environ)
         registry = build_registry(load_knowledge())
+        clients = check_trust_configuration(settings)
     except (ConfigurationError, DataFileError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -213,4 +285,6 @@ def check_configuration(environ: Mapping[str, str] | None = None) -> int:
     for key, value in settings.summary().items():
         print(f"  {key:24} {value}")
     print(f"  {'services':24} {', '.join(s.id for s in registry.services)}")
+    auth = f"JWT, trusted issuers: {', '.join(clients.issuers)}" if clients else "OFF (development mode)"
+    print(f"  {'client authentication':24} {auth}")
     return 0
