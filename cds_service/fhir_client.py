@@ -4,7 +4,11 @@
 * Every call has a budget: min(per-call timeout, time left before the hook's deadline). The body is read
   in chunks so a server that drips bytes cannot hold the call past its budget; bodies are size-capped.
 * Search results follow `Bundle.link[relation=next]` up to `max_pages`, and only on the fhirServer's own
-  origin: the bearer token is never sent anywhere else. Redirects are not followed for the same reason.
+  origin: the bearer token is never sent anywhere else. Redirects are not followed for the same reason. A
+  `next` link already visited (a loop) stops paging; so does reaching `max_entries` merged entries. Either
+  way the result is marked incomplete and the caller reports the gap.
+* The access token is never sent after `token_expires_at` (from fhirAuthorization.expires_in): the call
+  fails with "access token expired" instead.
 * Errors carry a short reason ("timeout", "HTTP 500", ...) that is safe to log: never the URL (it holds the
   patient id) and never the token.
 """
@@ -20,6 +24,7 @@ import orjson
 import requests
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
+MAX_ENTRIES = 10_000  # per query, all pages together; far above a real 60-day lab history
 _CHUNK = 64 * 1024
 
 
@@ -57,6 +62,8 @@ class FhirClient:
         timeout_s: float,
         max_pages: int,
         max_bytes: int = MAX_BODY_BYTES,
+        max_entries: int = MAX_ENTRIES,
+        token_expires_at: float | None = None,
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
@@ -64,6 +71,8 @@ class FhirClient:
         self.timeout_s = timeout_s
         self.max_pages = max_pages
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._token_expires_at = token_expires_at
 
     def __repr__(self) -> str:  # never show the token
         return f"FhirClient(base_url={self.base_url!r}, token={'set' if self._token else 'none'})"
@@ -85,11 +94,13 @@ class FhirClient:
         if bundle.get("resourceType") != "Bundle":
             raise FhirFetchError("search did not return a Bundle")
         entries = list(_entries(bundle))
-        pages, current, complete = 1, bundle, True
+        visited: set[str] = set()
+        current, complete = bundle, True
         while (link := _next_link(current)) is not None:
-            if pages >= self.max_pages or not same_origin(link, self.base_url):
+            if not self._may_follow(link, visited, len(entries)):
                 complete = False
                 break
+            visited.add(link)
             try:
                 current = self._get_json(link, deadline, allow_404=False) or {}
             except FhirFetchError:
@@ -99,14 +110,26 @@ class FhirClient:
                 complete = False
                 break
             entries.extend(_entries(current))
-            pages += 1
+        if len(entries) > self.max_entries:
+            entries, complete = entries[: self.max_entries], False
         merged = {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
         return FetchOutcome(merged, complete)
+
+    def _may_follow(self, link: str, visited: set[str], entries: int) -> bool:
+        """Another page: within max_pages and max_entries, same origin, not seen before (no loops)."""
+        return (
+            len(visited) + 1 < self.max_pages
+            and entries < self.max_entries
+            and same_origin(link, self.base_url)
+            and link not in visited
+        )
 
     def _get_json(self, url: str, deadline: float, *, allow_404: bool) -> dict[str, Any] | None:
         budget = min(self.timeout_s, deadline - time.monotonic())
         if budget <= 0:
             raise FhirFetchError("deadline exceeded")
+        if self._token and self._token_expires_at is not None and time.monotonic() >= self._token_expires_at:
+            raise FhirFetchError("access token expired")
         call_deadline = time.monotonic() + budget
         try:
             with self._session.get(
@@ -116,6 +139,8 @@ class FhirClient:
                     return None
                 if response.status_code != 200:
                     raise FhirFetchError(f"HTTP {response.status_code}")
+                if _declared_length(response) > self.max_bytes:
+                    raise FhirFetchError("response too large")
                 body = self._read(response, call_deadline)
         except requests.Timeout:
             raise FhirFetchError("timeout") from None
@@ -144,6 +169,12 @@ class FhirClient:
                 raise FhirFetchError("timeout")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _declared_length(response: requests.Response) -> int:
+    """Content-Length when given and numeric (a server announcing a gigantic body is refused unread)."""
+    value = response.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else 0
 
 
 def _parse_resource(body: bytes) -> dict[str, Any]:

@@ -1,21 +1,33 @@
 """Parse and validate a CDS Hooks request body into a frozen HookRequest.
 
 Order of checks (each maps to its own status): unknown service id (404) -> not JSON media type (415) ->
-malformed JSON (400) -> schema (400, with the JSON path of the bad field) -> hook not served by this id (400).
+malformed JSON (400: also NaN/Infinity, numbers beyond a double, invalid UTF-8 and lone surrogates, which
+orjson refuses) -> nesting deeper than MAX_JSON_DEPTH (400, naming the path) -> schema (400, with the JSON
+path of the bad field) -> hook not served by this id (400).
 FHIR content in `context` is parsed leniently: only the elements the service uses are checked.
+
+The fhirAuthorization access token is transient: its expiry (`expires_in`) is fixed against the moment the
+request arrived, and the FHIR client refuses to send it after that.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from flask import has_request_context
 
 from cds_service import validation
 from cds_service.errors import InvalidRequest, NotFound, UnsupportedMediaType
+from cds_service.observability import request_started_at
 from cds_service.services import ServiceDefinition, ServiceRegistry
+
+# FHIR resources nest about 10-15 levels inside a hook request (Bundle.entry.resource.extension...); 64 is
+# generous for real data and stops pathological documents long before orjson's own limit of 1024.
+MAX_JSON_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +41,7 @@ class HookRequest:
     prefetch: Mapping[str, Any]
     fhir_server: str | None = None
     access_token: str | None = field(default=None, repr=False)
+    token_expires_at: float | None = None  # time.monotonic() after which the token must not be used
 
     @property
     def patient_id(self) -> str:
@@ -57,9 +70,27 @@ def parse_json_body(body: bytes, mimetype: str) -> Any:
     if not is_json_media_type(mimetype):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {mimetype or 'none'!r}")
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"malformed JSON: {exc.msg} at position {exc.pos}") from None
+    check_depth(document)
+    return document
+
+
+def check_depth(document: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Raise InvalidRequest naming the first object/array nested more than `limit` levels deep."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())] if _container(document) else []
+    while stack:
+        value, path = stack.pop()
+        if len(path) >= limit:
+            where = validation.json_path(path) or None
+            raise InvalidRequest(f"JSON nested deeper than {limit} levels", expression=where)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack.extend((child, (*path, key)) for key, child in items if _container(child))
+
+
+def _container(value: Any) -> bool:
+    return isinstance(value, dict | list)
 
 
 def parse_hook_request(
@@ -85,5 +116,14 @@ def parse_hook_request(
         prefetch=document.get("prefetch") or {},
         fhir_server=document.get("fhirServer"),
         access_token=authorization.get("access_token"),
+        token_expires_at=_token_expiry(authorization),
     )
     return request, service
+
+
+def _token_expiry(authorization: Mapping[str, Any]) -> float | None:
+    """When the access token stops being usable: arrival of the request + expires_in (schema: integer)."""
+    if "access_token" not in authorization:
+        return None
+    started = request_started_at() if has_request_context() else time.monotonic()
+    return started + float(authorization["expires_in"])

@@ -105,6 +105,7 @@ def make_client(request: HookRequest, env: FetchEnvironment) -> tuple[FhirClient
         request.access_token,
         timeout_s=env.timeout_s,
         max_pages=env.max_pages,
+        token_expires_at=request.token_expires_at,
     )
     return client, ""
 

@@ -290,3 +290,20 @@ class ConnectionRecorder:
 def recording() -> Iterator[ConnectionRecorder]:
     with ConnectionRecorder() as recorder:
         yield recorder
+
+
+def with_tls(server: Any, certificate: LoopbackCertificate) -> Any:
+    """Turn a not-yet-started tests.loopback_http.LoopbackServer into an https server (base_url too)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate.cert_file, certificate.key_file)
+    server._server.socket = context.wrap_socket(server._server.socket, server_side=True)
+    server.https_base_url = server.base_url.replace("http://", "https://", 1)
+    return server
+
+
+def trusting_session(certificate: LoopbackCertificate) -> requests.Session:
+    """An HTTP session (trust_env off) that trusts the test CA: the app's HTTP_SESSION for https loopback."""
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(certificate.ca_file)
+    return session
