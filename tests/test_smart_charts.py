@@ -20,8 +20,9 @@ import yaml
 from cds_service.engine import evaluate
 from cds_service.engine.knowledge import Knowledge, load_knowledge
 from cds_service.engine.model import EvaluationResult
+from cds_service.smart.charts.defs import CHART_DEFS
 from cds_service.smart.charts.model import Band, Chart, EventLine, Layout, Marker, Point, RefLine, Series
-from cds_service.smart.charts.panels import CHART_DEFS, build_charts, threshold_lines
+from cds_service.smart.charts.panels import build_charts, threshold_lines
 from cds_service.smart.charts.scales import LinearScale, LogScale, day_ticks, spread_labels
 from cds_service.smart.charts.svg import render
 from cds_service.smart.charts.text import describe, rows

@@ -146,5 +146,5 @@ def build_view(
         view=chosen,
         at_source=at_source,
         notices=notices,
-        fhir_user=fhir_user,
+        fhir_user="/".join(fhir_user.rstrip("/").split("/")[-2:]) if fhir_user else None,  # Practitioner/id
     )

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
-from cds_service.security import dev_fhir_server_policy, https_only_policy
+from cds_service.security import dev_fhir_server_policy, https_only_policy, is_loopback_host
 
 T = TypeVar("T")
 EHR_SCOPES = (
@@ -103,7 +103,8 @@ class SmartSettings:
             return False
         if normalize_base(iss) in self.iss_allowlist:
             return True
-        return self.dev_mode and dev_fhir_server_policy(iss)
+        # Development adds local test servers only: any other server must be allowlisted explicitly.
+        return self.dev_mode and parts.hostname is not None and is_loopback_host(parts.hostname)
 
     def endpoint_allowed(self, url: str) -> bool:
         """Authorization/token/JWKS endpoints: https, or http on loopback in development mode."""

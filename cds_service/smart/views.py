@@ -48,6 +48,7 @@ from cds_service.smart.sessions import (
 from cds_service.smart.settings import SmartSettings
 from cds_service.smart.web import (
     EXTENSION_KEY,
+    START_PAGE_POLICY,
     SmartState,
     after_request,
     check_csrf,
@@ -97,6 +98,7 @@ def launch() -> Response:
 def standalone() -> Response | str:
     iss = request.args.get("iss", "")
     if not iss:
+        g.smart_csp = START_PAGE_POLICY
         return render_template("smart/start.html")
     return _authorize(iss, "standalone", None)
 

@@ -22,6 +22,9 @@ log = logging.getLogger("cds_service.smart")
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'"
 )
+# The standalone start form leads (through our redirect) to the EHR's authorization server, and browsers
+# apply form-action to redirects: that one page cannot restrict form targets to this origin.
+START_PAGE_POLICY = "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ def after_request(response: Response) -> Response:
         response.headers["Pragma"] = "no-cache"
     response.headers["Referrer-Policy"] = "no-referrer"  # the callback URL carries the code
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Content-Security-Policy"] = g.pop("smart_csp", CONTENT_SECURITY_POLICY)
     return response
 
 
