@@ -1,0 +1,98 @@
+"""Over HTTP under gunicorn: latency and throughput of the hook against a floor endpoint of the same app,
+worker memory, and cold start. The load generator is a separate process (benchmarks/loadgen.py)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.hook_requests import SERVICE_ID
+from benchmarks.inprocess import p95
+from benchmarks.server import ServiceProcess
+
+HOOK_PATH = f"/cds-services/{SERVICE_ID}"
+FLOOR_PATH = "/_bench/floor"
+
+
+def load(
+    service: ServiceProcess,
+    path: str,
+    body: bytes,
+    *,
+    clients: int = 1,
+    requests: int = 0,
+    seconds: float = 5.0,
+) -> dict[str, Any]:
+    """Run the load generator in its own process and return its JSON result."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as handle:
+        handle.write(body)
+        handle.flush()
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.loadgen",
+            "--port",
+            str(service.port),
+            "--path",
+            path,
+            "--body",
+            handle.name,
+            "--clients",
+            str(clients),
+            "--requests",
+            str(requests),
+            "--seconds",
+            str(seconds),
+        ]
+        done = subprocess.run(
+            command, capture_output=True, check=True, timeout=600, cwd=Path(__file__).resolve().parent.parent
+        )
+    result: dict[str, Any] = json.loads(done.stdout)
+    if result["errors"]:
+        raise RuntimeError(f"{path}: {len(result['errors'])} errors, e.g. {result['errors'][:3]}")
+    return result
+
+
+def latency(service: ServiceProcess, body: bytes, rounds: int = 4, per_round: int = 10) -> dict[str, Any]:
+    """Sequential single-client latencies of the hook and the floor endpoint, interleaved by rounds."""
+    hook: list[float] = []
+    floor: list[float] = []
+    load(service, HOOK_PATH, body, requests=3)  # warm both workers' caches
+    for _ in range(rounds):
+        floor += load(service, FLOOR_PATH, body, requests=per_round)["latencies"]
+        hook += load(service, HOOK_PATH, body, requests=per_round)["latencies"]
+    return {
+        "hook_p50_ms": statistics.median(hook) * 1e3,
+        "hook_p95_ms": p95(hook) * 1e3,
+        "floor_p50_ms": statistics.median(floor) * 1e3,
+        "floor_p95_ms": p95(floor) * 1e3,
+        "p50_ratio": statistics.median(hook) / statistics.median(floor),
+        "p95_ratio": p95(hook) / p95(floor),
+    }
+
+
+def throughput(
+    service: ServiceProcess, body: bytes, clients: int = 8, seconds: float = 5.0
+) -> dict[str, Any]:
+    floor = load(service, FLOOR_PATH, body, clients=clients, seconds=seconds)
+    hook = load(service, HOOK_PATH, body, clients=clients, seconds=seconds)
+    floor_rps = len(floor["latencies"]) / floor["elapsed"]
+    hook_rps = len(hook["latencies"]) / hook["elapsed"]
+    return {"hook_rps": hook_rps, "floor_rps": floor_rps, "throughput_ratio": hook_rps / floor_rps}
+
+
+def memory(service: ServiceProcess, big: bytes, small: bytes, repeats: int = 1000) -> dict[str, Any]:
+    """Peak RSS after 10,000-Observation hooks; RSS growth from hook 100 to hook `repeats` (small bodies)."""
+    load(service, HOOK_PATH, big, clients=2, requests=2)  # both workers see at least one (usually)
+    peak = max(service.peak_rss_mb().values())
+    load(service, HOOK_PATH, small, clients=4, requests=25)
+    before = service.rss_mb()
+    load(service, HOOK_PATH, small, clients=4, requests=(repeats - 100) // 4)
+    after = service.rss_mb()
+    growth = max((after[pid] - before[pid]) / before[pid] for pid in before if pid in after)
+    return {"peak_rss_mb_10000": peak, "rss_growth_pct_over_repeats": growth * 100, "repeats": repeats}

@@ -1,0 +1,74 @@
+"""In-process whole hook (request bytes -> response bytes) against the JSON-parse floor, side by side."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask import Flask
+
+from benchmarks.hook_requests import SERVICE_ID
+from cds_service.app import create_app
+
+
+def make_app(workdir: Path) -> Flask:
+    return create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}"})
+
+
+def whole_hook(app: Flask) -> Callable[[bytes], bytes]:
+    """The real endpoint through Flask's WSGI stack in-process: parse, prefetch, engine, cards, JSON."""
+    client = app.test_client()
+    url = f"/cds-services/{SERVICE_ID}"
+
+    def call(body: bytes) -> bytes:
+        response = client.post(url, data=body, content_type="application/json")
+        if response.status_code != 200:
+            raise RuntimeError(f"hook answered {response.status_code}: {response.data[:300]!r}")
+        return response.data
+
+    return call
+
+
+def timings(fn: Callable[[], Any], repeat: int) -> list[float]:
+    """Wall-clock seconds of `repeat` calls (GC collected before each, so runs are comparable)."""
+    found = []
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        found.append(time.perf_counter() - start)
+    return found
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def measure(bodies: dict[int, bytes], repeat: int = 15) -> dict[str, Any]:
+    """Per size: median/p95 of orjson.loads and of the whole hook, interleaved in one run, and the ratio."""
+    with tempfile.TemporaryDirectory() as tmp:
+        call = whole_hook(make_app(Path(tmp)))
+        results: dict[str, Any] = {}
+        for size, body in bodies.items():
+            call(body)  # warm: unit conversions, templates
+            parse: list[float] = []
+            hook: list[float] = []
+            for _ in range(repeat):  # interleave so machine noise hits both alike
+                parse += timings(lambda b=body: orjson.loads(b), 1)  # type: ignore[misc]
+                hook += timings(lambda b=body: call(b), 1)  # type: ignore[misc]
+            results[str(size)] = {
+                "bytes": len(body),
+                "parse_median_ms": statistics.median(parse) * 1e3,
+                "parse_p95_ms": p95(parse) * 1e3,
+                "hook_median_ms": statistics.median(hook) * 1e3,
+                "hook_p95_ms": p95(hook) * 1e3,
+                "ratio_vs_parse": statistics.median(hook) / statistics.median(parse),
+            }
+        return results
