@@ -71,7 +71,8 @@ def table(results: dict[str, Any]) -> str:
         f"throughput 300 obs, 8 clients: hook {t['hook_rps']:.1f}/s, floor {t['floor_rps']:.1f}/s, "
         f"ratio {t['throughput_ratio']:.2f}",
         f"FHIR fallback: all keys absent {f['all_absent_ms']:.1f}ms vs slowest single key "
-        f"({f['slowest_key']}) {f['single_query_ms'][f['slowest_key']]:.1f}ms: ratio {f['fallback_ratio']:.2f}",
+        f"({f['slowest_key']}) {f['single_query_ms'][f['slowest_key']]:.1f}ms: "
+        f"ratio {f['fallback_ratio']:.2f}",
         f"memory: peak worker RSS after 10,000-obs hooks {m['peak_rss_mb_10000']:.0f} MB; RSS growth over "
         f"{m['repeats']} hooks {m['rss_growth_pct_over_repeats']:.1f}%",
         f"cold start to discovery: {results['cold_start_s']:.2f}s",
