@@ -46,7 +46,7 @@ from cds_service.config import ENV_VARIABLES, Settings
 from cds_service.engine import evaluate
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.feedback_store import FeedbackStore
-from cds_service.health import bp as health_blueprint
+from cds_service.ops.blueprints import BLUEPRINTS as ops_blueprints
 from cds_service.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
 from cds_service.services import build_registry
 from cds_service.smart import bp as smart_blueprint
@@ -54,9 +54,10 @@ from cds_service.state import EXTENSION_KEY, ServiceState
 
 log = logging.getLogger("cds_service.app")
 
-# Blueprints served by the app, in registration order. Add new ones here: the SMART dashboard (/smart) and
-# the operability blueprint (/, /healthz, /metrics, /openapi.json -- it replaces `health_blueprint`).
-BLUEPRINTS: tuple[Blueprint, ...] = (cds_blueprint, health_blueprint, smart_blueprint)
+# Blueprints served by the app, in registration order. Add new ones here. The operability blueprints
+# (/healthz, /readyz, /metrics, /openapi.json, the preview page /) come after the CDS blueprint: the metrics
+# hooks append to its before-request functions (cds_service.ops).
+BLUEPRINTS: tuple[Blueprint, ...] = (cds_blueprint, *ops_blueprints, smart_blueprint)
 
 DEV_MODE_WARNING = (
     "DEVELOPMENT MODE: client authentication is OFF, http FHIR servers on loopback are allowed and CORS "

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -67,34 +68,109 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_fixtures_list(args: argparse.Namespace) -> int:
     from cds_service.datafiles import PROJECT_ROOT
+    from cds_service.preview.scenarios import SCENARIOS_DIR, list_scenarios
 
-    for path in sorted((PROJECT_ROOT / "fixtures").glob("*/*.json")):
-        if path.name.endswith(".expected.json") or path.name == "index.json":
-            continue
-        print(path.relative_to(PROJECT_ROOT))
+    if args.paths:
+        for path in sorted((PROJECT_ROOT / "fixtures").glob("*/*.json")):
+            if not path.name.endswith(".expected.json") and path.name != "index.json":
+                print(path.relative_to(PROJECT_ROOT))
+        return EXIT_OK
+    scenarios = list_scenarios()
+    if not scenarios:
+        print(f"no fixture scenarios found in {SCENARIOS_DIR}", file=sys.stderr)
+        return EXIT_USAGE
+    width = max(len(s.name) for s in scenarios)
+    print("Fixture scenarios (synthetic patients; each is evaluated at its own instant):")
+    for scenario in scenarios:
+        print(f"  {scenario.name:{width}}  {scenario.title}")
+    population = len(list((PROJECT_ROOT / "fixtures" / "population").glob("patient-*.json")))
+    print(f"\nAlso {population} population bundles in fixtures/population/ (labels in index.json).")
+    first = scenarios[0]
+    print(
+        f"\nEvaluate one: cds-service evaluate {first.bundle_path.relative_to(PROJECT_ROOT)} --at "
+        f"{first.at.isoformat().replace('+00:00', 'Z')}"
+    )
+    print("Preview the cards: `make run`, then open http://127.0.0.1:8080/")
     return EXIT_OK
 
 
+DESCRIPTION = """\
+CDS Hooks 2.0 service that screens CAR-T patients for IEC-HS (immune effector cell-associated
+HLH-like syndrome, ASTCT 2023), with HScore, HLH-2004, HLH-94, CARTOX and Shah shown as context.
+
+An EHR calls it on patient-view, order-select and order-sign and shows the cards it returns."""
+
+EPILOG = """\
+first steps:
+  cds-service serve --dev        run locally (no client JWT needed), then open http://127.0.0.1:8080/
+  cds-service fixtures list      the synthetic scenarios you can send from that page
+  cds-service evaluate FILE      evaluate a FHIR Bundle without a server
+  cds-service config check       validate the configuration (environment + CDS_CONFIG_FILE)
+
+Configuration comes from environment variables and an optional file; see docs/configuration.md.
+Run `cds-service COMMAND --help` for the options of a command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `cds-service` argument parser with its four commands."""
     parser = argparse.ArgumentParser(
         prog="cds-service",
-        description="CDS Hooks 2.0 service that screens CAR-T patients for IEC-HS "
-        "(ASTCT 2023) with HScore, HLH-2004, HLH-94, CARTOX and Shah as context.",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_evaluate(sub)
+    _add_config(sub)
+    _add_fixtures(sub)
+    return parser
 
-    serve = sub.add_parser("serve", help="run the service behind gunicorn")
+
+if TYPE_CHECKING:  # argparse has no public name for the subparsers object
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _command(sub: Subparsers, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def _add_serve(sub: Subparsers) -> None:
+    serve = _command(
+        sub,
+        "serve",
+        "run the service (gunicorn) until stopped",
+        "Run the CDS Hooks service behind gunicorn. It prints the URLs to open once it listens:\n"
+        "discovery (/cds-services), the card preview page (/), health (/healthz, /readyz),\n"
+        "metrics (/metrics) and the OpenAPI document (/openapi.json).\n\n"
+        "Without --dev the configuration must name the public https base URL and the trusted\n"
+        "clients (see docs/configuration.md); invalid configuration stops it with exit code 2.",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    serve.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: from config)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="gunicorn worker processes (default: CDS_WORKERS)"
+    )
     serve.add_argument(
         "--dev",
         action="store_true",
-        help="development mode: no client JWT required, http FHIR servers on loopback allowed",
+        help="development mode: no client JWT required, http FHIR servers on loopback allowed, "
+        "CORS open; for synthetic data only",
     )
     serve.set_defaults(func=cmd_serve)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a FHIR Bundle file and print the result")
+
+def _add_evaluate(sub: Subparsers) -> None:
+    evaluate = _command(
+        sub,
+        "evaluate",
+        "evaluate a FHIR Bundle file and print the result (no server)",
+        "Run the screening engine on one patient's FHIR R4 Bundle and print IEC-HS status and grade,\n"
+        "the context instruments and the data still missing. Exit code 2 on unreadable input.\n\n"
+        "example: cds-service evaluate fixtures/scenarios/classic-iec-hs.json --at 2026-03-15T20:00:00Z",
+    )
     evaluate.add_argument("file", help="a FHIR Bundle (JSON) holding one patient's resources")
     evaluate.add_argument(
         "--at",
@@ -107,19 +183,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=cmd_evaluate)
 
-    config = sub.add_parser("config", help="configuration commands")
-    config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate configuration and data files, then exit")
+
+def _add_config(sub: Subparsers) -> None:
+    config = _command(
+        sub, "config", "configuration commands (check)", "Inspect and validate the configuration."
+    )
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = _command(
+        config_sub,
+        "check",
+        "validate the configuration and data files, print the effective settings",
+        "Read the environment variables and CDS_CONFIG_FILE (if set), validate them together with\n"
+        "mappings/ and cards/, and print the effective settings with secrets masked.\n"
+        "Exit code 0 when valid, 2 with the reason otherwise.",
+    )
     check.set_defaults(func=cmd_config_check)
 
-    fixtures = sub.add_parser("fixtures", help="fixture commands")
-    fixtures_sub = fixtures.add_subparsers(dest="fixtures_command", required=True)
-    listing = fixtures_sub.add_parser("list", help="list the synthetic fixture bundles")
+
+def _add_fixtures(sub: Subparsers) -> None:
+    fixtures = _command(
+        sub, "fixtures", "fixture commands (list)", "The synthetic FHIR fixtures shipped in fixtures/."
+    )
+    fixtures_sub = fixtures.add_subparsers(dest="fixtures_command", required=True, metavar="SUBCOMMAND")
+    listing = _command(
+        fixtures_sub,
+        "list",
+        "list the fixture scenarios with a one-line description",
+        "List the scenarios of fixtures/scenarios/ (name and description). Each can be sent from\n"
+        "the card preview page or evaluated with `cds-service evaluate`.",
+    )
+    listing.add_argument(
+        "--paths", action="store_true", help="print only the Bundle file paths (scenarios and population)"
+    )
     listing.set_defaults(func=cmd_fixtures_list)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cds-service` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -30,6 +30,8 @@ CDS_JWKS_CACHE_TTL_S           How long a fetched JWKS is used before it is fetc
 CDS_JWKS_MIN_REFRESH_S         Least time between two fetches of one JWKS URL, e.g. on unknown kids
                                (default 60): a flood of bad kids cannot turn into a flood of fetches.
 CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
+CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
+                               environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================
 """
 
@@ -47,6 +49,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from cds_service.errors import ConfigurationError, DataFileError
+from cds_service.ops.config_file import apply_config_file, config_file_line
 
 T = TypeVar("T")
 ENV_VARIABLES = (
@@ -69,10 +72,12 @@ ENV_VARIABLES = (
     "CDS_JWKS_CACHE_TTL_S",
     "CDS_JWKS_MIN_REFRESH_S",
     "CDS_JWKS_TIMEOUT_S",
+    "CDS_CONFIG_FILE",
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DATABASE_DRIVERS = {"sqlite", "postgresql"}
+_SECRET_WORDS = ("secret", "password", "token", "private")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +111,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every variable; raises ConfigurationError naming the first bad one."""
-        env = os.environ if environ is None else environ
+        """Read and validate every variable (CDS_CONFIG_FILE values under the environment's); raises
+        ConfigurationError naming the first bad one, and the file when the value came from it."""
+        env, from_file = apply_config_file(os.environ if environ is None else environ, ENV_VARIABLES)
+        try:
+            return cls._from_variables(env)
+        except ConfigurationError as exc:
+            raise from_file.explain(exc) from None
+
+    @classmethod
+    def _from_variables(cls, env: Mapping[str, str]) -> Settings:
         dev = _parse("CDS_DEV_MODE", env, _boolean, False)
         settings = cls(
             dev_mode=dev,
@@ -149,6 +162,9 @@ class Settings:
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         shown["cors_origins"] = ", ".join(self.cors_origins) or "(none)"
         shown["trusted_clients_json"] = "(set)" if self.trusted_clients_json else "(none)"
+        for name in shown:  # settings added later whose name says they are secret stay hidden too
+            if any(word in name for word in _SECRET_WORDS) and getattr(self, name):
+                shown[name] = "(set, hidden)"
         return shown
 
 
@@ -282,6 +298,7 @@ def check_configuration(environ: Mapping[str, str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     print("configuration OK")
+    print(f"  {'configuration file':24} {config_file_line(environ, ENV_VARIABLES)}")
     for key, value in settings.summary().items():
         print(f"  {key:24} {value}")
     print(f"  {'services':24} {', '.join(s.id for s in registry.services)}")

@@ -12,18 +12,21 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("cds_service.access")
+log = logging.getLogger("cds_service.observability")
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+LISTENERS_KEY = "cds_service.request_listeners"
+RequestListener = Callable[[Mapping[str, Any], Response], None]
 
 
 class JsonFormatter(logging.Formatter):
@@ -95,7 +98,24 @@ def _finish(response: Response) -> Response:
         **g.get("log_fields", {}),
     }
     access_log.info("request", extra=fields)
+    _notify(fields, response)
     return response
+
+
+def add_request_listener(app: Flask, listener: RequestListener) -> None:
+    """Call `listener(fields, response)` with every request's log fields (metrics use this)."""
+    app.extensions.setdefault(LISTENERS_KEY, []).append(listener)
+
+
+def _notify(fields: Mapping[str, Any], response: Response) -> None:
+    for listener in current_app.extensions.get(LISTENERS_KEY, ()):
+        try:
+            listener(fields, response)
+        except Exception as exc:  # a metrics bug must never turn an answered request into a 500
+            log.error(
+                "request listener failed",
+                extra={"error_type": type(exc).__name__, "request_id": fields.get("request_id")},
+            )
 
 
 def init_app(app: Flask) -> None:

@@ -21,6 +21,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError, DataFileError
+from cds_service.ops.multiproc import enable as enable_multiprocess_metrics
 from cds_service.state import get_state
 
 log = logging.getLogger("cds_service.server")
@@ -76,8 +77,10 @@ def banner(settings: Settings, host: str, port: int) -> str:
     base = settings.public_base_url or f"http://{host}:{port}"
     lines = [
         f"CDS Hooks service listening on http://{host}:{port}",
+        f"  card preview page (open this first): {base}/",
         f"  discovery:  {base}/cds-services",
-        f"  health:     {base}/healthz",
+        f"  health:     {base}/healthz (liveness), {base}/readyz (readiness)",
+        f"  metrics:    {base}/metrics (Prometheus), API description: {base}/openapi.json",
         f"  services:   {base}/cds-services/iec-hs-screening (patient-view), "
         "iec-hs-order-select (order-select), iec-hs-order-sign (order-sign)",
         f"  feedback:   {base}/cds-services/<id>/feedback",
@@ -92,6 +95,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, dev: bool = False, workers:
 
     if dev:
         os.environ["CDS_DEV_MODE"] = "1"
+    # Before the app (and so its metrics) exists: then every worker's metrics reach /metrics.
+    enable_multiprocess_metrics()
     try:
         app = create_app()
     except (ConfigurationError, DataFileError) as exc:

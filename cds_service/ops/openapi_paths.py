@@ -1,0 +1,301 @@
+"""Path items and extra components of the OpenAPI document (assembled by cds_service.openapi).
+
+Error bodies of the JSON endpoints are FHIR OperationOutcomes (cds_service.outcome). Only statuses the
+service really answers are listed: a 5xx is a bug, and the schemathesis test fails on any.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OUTCOME = "#/components/schemas/OperationOutcome"
+EVALUATION_INSTANT_HEADER = "X-CDS-Evaluation-Instant"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _outcomes(**statuses: str) -> dict[str, Any]:
+    """`_outcomes(s400="...")` -> {"400": OperationOutcome response}."""
+    return {key.removeprefix("s"): _json({"$ref": OUTCOME}, text) for key, text in statuses.items()}
+
+
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+def _html_page(summary: str, description: str, tag: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "tags": [tag],
+        "summary": summary,
+        "description": description,
+        "responses": {"200": _text("text/html", "The page")},
+        **extra,
+    }
+
+
+_CLIENT_JWT: list[dict[str, list[str]]] = [{"cdsClientJwt": []}, {}]  # {}: development mode (no JWT)
+_CORS_PREFLIGHT = {
+    "tags": ["cds-hooks"],
+    "summary": "CORS preflight",
+    "description": "Answered without authentication; CORS headers per CDS_CORS_ORIGINS.",
+    "responses": {"200": {"description": "Preflight answer (no body)"}},
+}
+
+
+def _service_id(service_ids: list[str]) -> dict[str, Any]:
+    return {
+        "name": "service_id",
+        "in": "path",
+        "required": True,
+        "description": "A CDS service id from discovery",
+        "schema": {"type": "string", "enum": service_ids},
+    }
+
+
+def cds_hooks_paths(service_ids: list[str], hooks: list[str]) -> dict[str, Any]:
+    """Discovery, hook invocation and feedback (CDS Hooks 2.0). A hook call's `hook` must be one of
+    `hooks` and served by the id in the path (else 400): the schema can say the first, not the second."""
+    served_hook = {"properties": {"hook": {"enum": hooks}}} if hooks else {}
+    invoke_errors = _outcomes(
+        s400="Malformed JSON, schema violation (issue.expression names the field) or hook not served by "
+        f"this id; also an invalid {EVALUATION_INSTANT_HEADER}",
+        s401="Missing or invalid client JWT (no detail, by design)",
+        s404="Unknown service id",
+        s412="Required prefetch data neither prefetched nor fetchable (issue.expression: prefetch.<key>)",
+        s413="Body larger than CDS_MAX_REQUEST_BYTES",
+        s415="Content-Type is not JSON",
+    )
+    return {
+        "/cds-services": {
+            "get": {
+                "tags": ["cds-hooks"],
+                "operationId": "discovery",
+                "summary": "CDS Hooks discovery",
+                "security": _CLIENT_JWT,
+                "responses": {
+                    "200": _json(_ref("Discovery"), "The services, their hooks and prefetch templates"),
+                    **_outcomes(s401="Missing or invalid client JWT"),
+                },
+            },
+            "options": _CORS_PREFLIGHT,
+        },
+        "/cds-services/{service_id}": {
+            "post": {
+                "tags": ["cds-hooks"],
+                "operationId": "invokeService",
+                "summary": "Call a CDS service (patient-view, order-select or order-sign)",
+                "security": _CLIENT_JWT,
+                "parameters": [_service_id(service_ids), _evaluation_instant()],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"allOf": [_ref("CdsRequest"), served_hook]}}},
+                },
+                "responses": {"200": _json(_ref("CdsResponse"), "Cards (possibly none)"), **invoke_errors},
+            },
+            "options": _CORS_PREFLIGHT,
+        },
+        "/cds-services/{service_id}/feedback": {
+            "post": {
+                "tags": ["cds-hooks"],
+                "operationId": "feedback",
+                "summary": "Report accepted or overridden cards (stored idempotently)",
+                "security": _CLIENT_JWT,
+                "parameters": [_service_id(service_ids)],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("Feedback")}},
+                },
+                "responses": {
+                    "200": _json(_ref("FeedbackResult"), "Items received and newly stored"),
+                    **_outcomes(
+                        s400="Malformed JSON or schema violation",
+                        s401="Missing or invalid client JWT",
+                        s404="Unknown service id",
+                        s413="Body too large",
+                        s415="Content-Type is not JSON",
+                    ),
+                },
+            },
+            "options": _CORS_PREFLIGHT,
+        },
+    }
+
+
+def _evaluation_instant() -> dict[str, Any]:
+    return {
+        "name": EVALUATION_INSTANT_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "Development mode only (ignored otherwise): evaluate at this RFC 3339 instant "
+        "instead of now. Used by the card preview page to replay fixture scenarios at their instant.",
+        "schema": {"type": "string", "format": "date-time"},
+    }
+
+
+def operations_paths() -> dict[str, Any]:
+    """Health, readiness, metrics and this document."""
+    return {
+        "/healthz": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "healthz",
+                "summary": "Liveness: the process serves requests (no database round trip)",
+                "responses": {"200": _json(_ref("Health"), "Alive; version and mode")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "readyz",
+                "summary": "Readiness: mappings and card content loaded, database reachable",
+                "responses": {
+                    "200": _json(_ref("Readiness"), "Ready"),
+                    "503": _json(_ref("Readiness"), "Not ready; the failing checks carry a reason"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "responses": {"200": _text("text/plain", "Metrics; no PHI in any label")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "tags": ["operations"],
+                "operationId": "openapi",
+                "summary": "This OpenAPI 3.1 document",
+                "responses": {"200": _json({"type": "object"}, "The document")},
+            }
+        },
+    }
+
+
+def preview_paths() -> dict[str, Any]:
+    """The card preview page and its helpers."""
+    static_name = {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+    not_found = _outcomes(s404="No such file")
+    return {
+        "/": {"get": _html_page("Card preview page", "Send scenarios through the service.", "preview")},
+        "/preview/hook-request": {
+            "post": {
+                "tags": ["preview"],
+                "operationId": "buildPreviewRequest",
+                "summary": "Build a hook request from a fixture scenario or a FHIR Bundle",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("PreviewBuild")}},
+                },
+                "responses": {
+                    "200": _json(_ref("PreviewRequest"), "The hook request, its service id and instant"),
+                    **_outcomes(
+                        s400="Invalid build request or Bundle",
+                        s404="Unknown scenario",
+                        s413="Body too large",
+                        s415="Content-Type is not JSON",
+                    ),
+                },
+            }
+        },
+        "/preview/static/{filename}": {
+            "get": {
+                "tags": ["preview"],
+                "summary": "Script and style sheet of the preview page",
+                "parameters": [static_name],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **not_found,
+                },
+            }
+        },
+        "/static/{filename}": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Flask's built-in static route (the service has no app-level static files)",
+                "parameters": [static_name],
+                "responses": not_found,
+            }
+        },
+    }
+
+
+def smart_paths() -> dict[str, Any]:
+    """The SMART on FHIR dashboard (documented for integrators; not fuzzed: it needs a live launch)."""
+    redirect = {"description": "Redirect (authorization server, dashboard or picker)"}
+    error_page = _text("text/html", "Error page (launch, session or authorization problem)")
+    query = [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
+        for name, text in (("iss", "The EHR's FHIR base URL"), ("launch", "The EHR's launch id"))
+    ]
+    return {
+        "/smart/launch": {
+            "get": {
+                "tags": ["smart"],
+                "summary": "EHR launch: check iss, discover the authorization server, redirect to authorize",
+                "parameters": query,
+                "responses": {"302": redirect, "400": error_page},
+            }
+        },
+        "/smart/standalone": {
+            "get": _html_page(
+                "Standalone launch (a form asking for the FHIR server without iss)",
+                "With iss: redirect to the authorization server.",
+                "smart",
+                parameters=query[:1],
+            )
+            | {"responses": {"200": _text("text/html", "The form"), "302": redirect, "400": error_page}}
+        },
+        "/smart/callback": {
+            "get": {
+                "tags": ["smart"],
+                "summary": "OAuth redirect URI: exchange the code, then go to the dashboard or the picker",
+                "responses": {"303": redirect, "400": error_page, "401": error_page},
+            }
+        },
+        "/smart/picker": {
+            "get": _html_page("Patient picker", "When the token carries no patient.", "smart"),
+            "post": _html_page("Choose the patient", "Form post (CSRF token).", "smart")
+            | {"responses": {"303": redirect, "400": error_page, "401": error_page}},
+        },
+        "/smart/dashboard": {
+            "get": _html_page("The IEC-HS dashboard of the launched patient", "Charts and scores.", "smart"),
+            "post": _html_page("Set the evaluation instant", "Form post (CSRF token).", "smart")
+            | {"responses": {"303": redirect, "400": error_page, "401": error_page}},
+        },
+        "/smart/logout": {
+            "post": _html_page("End the SMART session", "Tokens are dropped.", "smart"),
+        },
+        "/smart/static/{filename}": {
+            "get": {
+                "tags": ["smart"],
+                "summary": "Static files of the dashboard",
+                "parameters": [
+                    {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "The file"}, "404": error_page},
+            }
+        },
+    }
+
+
+def path_items(service_ids: list[str], hooks: list[str]) -> dict[str, Any]:
+    """Every documented path."""
+    return {**cds_hooks_paths(service_ids, hooks), **operations_paths(), **preview_paths(), **smart_paths()}

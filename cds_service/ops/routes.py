@@ -1,0 +1,46 @@
+"""GET /metrics and GET /openapi.json, and the metrics hooks installed when the blueprint is registered."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+
+from cds_service import metrics
+from cds_service.observability import add_request_listener
+from cds_service.openapi import document_for
+
+bp = Blueprint("ops", __name__)
+FEEDBACK_VIEW_BLUEPRINT = "cds"  # the blueprint whose feedback view reads the body uncached
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """Prometheus text exposition (no PHI in any label; see cds_service.metrics)."""
+    return metrics.exposition()
+
+
+@bp.get("/openapi.json")
+def openapi_view() -> Response:
+    """The OpenAPI 3.1 document of the routes this app serves."""
+    return jsonify(document_for(current_app))
+
+
+@bp.record_once
+def _install_metrics(setup: BlueprintSetupState) -> None:
+    app = setup.app
+    assert isinstance(app, Flask)
+    install_metrics(app)
+
+
+def install_metrics(app: Flask) -> None:
+    """Count requests from the log fields, time FHIR calls, and keep feedback bodies for outcome counts."""
+    add_request_listener(app, metrics.record_request)
+    metrics.instrument_session(app.config.get("HTTP_SESSION"))
+
+    def cache_feedback_body() -> None:
+        if request.endpoint == f"{FEEDBACK_VIEW_BLUEPRINT}.feedback":
+            metrics.cache_feedback_body()
+
+    # Appended to the CDS blueprint's own before-request functions (registered before this one in
+    # app.BLUEPRINTS), so it runs after client authentication.
+    app.before_request_funcs.setdefault(FEEDBACK_VIEW_BLUEPRINT, []).append(cache_feedback_body)
