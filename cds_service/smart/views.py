@@ -27,7 +27,7 @@ from cds_service.engine.evaluate import evaluate
 from cds_service.smart import fmt
 from cds_service.smart.appcontext import AppContext, for_patient
 from cds_service.smart.charts.panels import check_chart_defs
-from cds_service.smart.dashboard import InstantSource, build_view
+from cds_service.smart.dashboard import DashboardView, InstantSource, build_view
 from cds_service.smart.discovery import discover
 from cds_service.smart.errors import SmartError, bad_launch, token_expired
 from cds_service.smart.fhirdata import fetch_record, read_patient, search_patients
@@ -42,6 +42,7 @@ from cds_service.smart.sessions import (
     LaunchContext,
     LaunchKind,
     MemorySessionStore,
+    PendingAuthorization,
     SessionStore,
     SmartSession,
 )
@@ -130,7 +131,28 @@ def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
 
 @bp.get("/callback")
 def callback() -> Response:
+    """Check state (bound to this browser), then error or code -> token -> launch context."""
     state = smart_state()
+    session, pending = _pending_for_callback()
+    if error := request.args.get("error"):
+        raise _authorization_error(error, request.args.get("error_description", ""))
+    code = request.args.get("code", "")
+    if not code:
+        raise SmartError(
+            400, "no-code", "Authorization could not be completed", "No authorization code was returned."
+        )
+    context = _complete_authorization(pending, code)
+    session.context, session.at_override = context, None
+    issue_cookie(state.store.rotate(session))  # a new session id after sign-in (no session fixation)
+    log.info(
+        "smart authorization completed",
+        extra={"event": "smart-token", "kind": context.kind, "scopes": len(context.scopes)},
+    )
+    return redirect(url_for(".dashboard" if context.patient else ".picker"), 303)
+
+
+def _pending_for_callback() -> tuple[SmartSession, PendingAuthorization]:
+    """The authorization this browser started with the returned `state` (used up: it cannot be replayed)."""
     session = current_session()
     pending = session.take_pending(request.args.get("state", "")) if session is not None else None
     if session is None or pending is None:
@@ -141,19 +163,17 @@ def callback() -> Response:
             "The answer from the authorization server does not match a sign-in started in this browser "
             "(state mismatch or expired). For your protection it was not used.",
         )
-    state.store.save(session)
-    if error := request.args.get("error"):
-        raise _authorization_error(error, request.args.get("error_description", ""))
-    code = request.args.get("code", "")
-    if not code:
-        raise SmartError(
-            400, "no-code", "Authorization could not be completed", "No authorization code was returned."
-        )
-    redirect_uri = state.settings.redirect_uri(request.host_url)
-    token = exchange_code(pending, code, state.settings, redirect_uri)
+    smart_state().store.save(session)
+    return session, pending
+
+
+def _complete_authorization(pending: PendingAuthorization, code: str) -> LaunchContext:
+    """Token request with the PKCE verifier, id_token check, and the granted scopes check."""
+    settings = smart_state().settings
+    token = exchange_code(pending, code, settings, settings.redirect_uri(request.host_url))
     fhir_user = None
     if isinstance(token.get("id_token"), str):
-        fhir_user = verify_id_token(token["id_token"], pending, state.settings, http()).get("fhirUser")
+        fhir_user = verify_id_token(token["id_token"], pending, settings, http()).get("fhirUser")
     context = launch_context(token, pending, fhir_user if isinstance(fhir_user, str) else None)
     if missing := missing_access(context.scopes):
         raise SmartError(
@@ -162,13 +182,7 @@ def callback() -> Response:
             "Not enough access was granted",
             "The dashboard needs read access to: " + ", ".join(missing) + ".",
         )
-    session.context, session.at_override = context, None
-    issue_cookie(state.store.rotate(session))  # a new session id after sign-in (no session fixation)
-    log.info(
-        "smart authorization completed",
-        extra={"event": "smart-token", "kind": context.kind, "scopes": len(context.scopes)},
-    )
-    return redirect(url_for(".dashboard" if context.patient else ".picker"), 303)
+    return context
 
 
 def _authorization_error(error: str, description: str) -> SmartError:
@@ -219,18 +233,27 @@ def pick() -> Response | str:
 
 @bp.get("/dashboard")
 def dashboard() -> Response | str:
+    """Read the record with the session's token, run the engine, render (the patient is never in the URL)."""
     session, context = require_context()
     if context.patient is None:
         return redirect(url_for(".picker"), 303)
     if context.expired():
         raise token_expired()
-    core, settings = get_state(), smart_state().settings
-    record = fetch_record(http(), context, settings, core.knowledge)
+    view, app_context = _dashboard_view(session, context)
+    return render_template(
+        "smart/dashboard.html", v=view, f=fmt, csrf=session.csrf, has_card_at=app_context.at is not None
+    )
+
+
+def _dashboard_view(session: SmartSession, context: LaunchContext) -> tuple[DashboardView, AppContext]:
+    core = get_state()
+    record = fetch_record(http(), context, smart_state().settings, core.knowledge)
     app_context = for_patient(context.app_context, context.patient)
     at, source = _instant(session, app_context)
     result = evaluate(record.data, at=at, knowledge=core.knowledge)
-    notices = list(app_context.notes) + [
-        f"Not every {rtype} page could be read; the picture may be incomplete." for rtype in record.incomplete
+    notices = list(app_context.notes)
+    notices += [
+        f"Not every {t} page could be read; the picture may be incomplete." for t in record.incomplete
     ]
     view = build_view(
         core.knowledge,
@@ -242,9 +265,7 @@ def dashboard() -> Response | str:
         notices=notices,
         fhir_user=context.fhir_user,
     )
-    return render_template(
-        "smart/dashboard.html", v=view, f=fmt, csrf=session.csrf, has_card_at=app_context.at is not None
-    )
+    return view, app_context
 
 
 def _instant(session: SmartSession, app_context: AppContext) -> tuple[datetime | None, InstantSource]:

@@ -25,6 +25,7 @@ from cds_service.smart.charts.scales import (
 )
 
 SVG_NS = "http://www.w3.org/2000/svg"
+Attrs = dict[str, str | float]
 LABEL_SEPARATOR = " · "  # joins the labels of cut-offs that share one value
 _MARKER_LETTER_GAP = 12.0  # px: a repeated symbol closer than this to the previous one is not re-labelled
 
@@ -177,39 +178,31 @@ def _y_axis(frame: Frame, chart: Chart) -> str:
 
 def _x_axis(frame: Frame, chart: Chart) -> str:
     lay = frame.layout
-    parts = [
-        element(
-            "line",
-            {
-                "class": "axis",
-                "x1": lay.plot_left,
-                "x2": lay.plot_right,
-                "y1": lay.plot_bottom,
-                "y2": lay.plot_bottom,
-            },
-        )
-    ]
-    for day in day_ticks(frame.x.domain):
-        x = frame.x(day)
-        parts.append(
-            element(
-                "line", {"class": "tick", "x1": x, "x2": x, "y1": lay.plot_bottom, "y2": lay.plot_bottom + 5}
-            )
-        )
-        parts.append(
-            element(
-                "text",
-                {"class": "tick-label x-tick", "x": x, "y": lay.plot_bottom + 17, "data-day": day},
-                escape(str(day)),
-            )
-        )
+    axis: Attrs = {
+        "class": "axis",
+        "x1": lay.plot_left,
+        "x2": lay.plot_right,
+        "y1": lay.plot_bottom,
+        "y2": lay.plot_bottom,
+    }
+    parts = [element("line", axis)]
+    parts += [_day_tick(frame, day) for day in day_ticks(frame.x.domain)]
     title_x = (lay.plot_left + lay.plot_right) / 2
-    parts.append(
-        element(
-            "text", {"class": "axis-title x-title", "x": title_x, "y": lay.height - 6}, escape(chart.x_label)
-        )
-    )
+    title: Attrs = {"class": "axis-title x-title", "x": title_x, "y": lay.height - 6}
+    parts.append(element("text", title, escape(chart.x_label)))
     return element("g", {"class": "x-axis"}, "".join(parts))
+
+
+def _day_tick(frame: Frame, day: int) -> str:
+    x, bottom = frame.x(day), frame.layout.plot_bottom
+    tick = element("line", {"class": "tick", "x1": x, "x2": x, "y1": bottom, "y2": bottom + 5})
+    label_attrs: dict[str, str | float] = {
+        "class": "tick-label x-tick",
+        "x": x,
+        "y": bottom + 17,
+        "data-day": day,
+    }
+    return tick + element("text", label_attrs, escape(str(day)))
 
 
 def _events(chart: Chart, frame: Frame) -> str:
