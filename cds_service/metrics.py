@@ -22,15 +22,14 @@ import orjson
 import requests
 from flask import Response, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from requests.adapters import BaseAdapter
 
@@ -202,12 +201,14 @@ def instrument_session(session: object) -> None:
             session.mount(prefix, TimedAdapter(adapter))
 
 
-def exposition() -> Response:
-    """The Prometheus text format: every worker's metrics in multiprocess mode, else this process's."""
+def exposition(accept: str | None) -> Response:
+    """Prometheus exposition, in the format the scraper's Accept header asks for (text 0.0.4 by default,
+    OpenMetrics on request): every worker's metrics in multiprocess mode, else this process's."""
+    encoder, content_type = choose_encoder(accept or "")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        payload = generate_latest(registry)
+        payload = encoder(registry)
     else:
-        payload = generate_latest(REGISTRY)
-    return Response(payload, mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        payload = encoder(REGISTRY)
+    return Response(payload, mimetype=None, content_type=content_type)

@@ -168,8 +168,16 @@ def operations_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["operations"],
                 "operationId": "metrics",
-                "summary": "Prometheus metrics (text exposition format 0.0.4)",
-                "responses": {"200": _text("text/plain", "Metrics; no PHI in any label")},
+                "summary": "Prometheus metrics: text format 0.0.4, or OpenMetrics when Accept asks for it",
+                "responses": {
+                    "200": {
+                        "description": "Metrics; no PHI in any label",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/openmetrics-text": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
             }
         },
         "/openapi.json": {

@@ -16,7 +16,7 @@ FEEDBACK_VIEW_BLUEPRINT = "cds"  # the blueprint whose feedback view reads the b
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus text exposition (no PHI in any label; see cds_service.metrics)."""
-    return metrics.exposition()
+    return metrics.exposition(request.headers.get("Accept"))
 
 
 @bp.get("/openapi.json")
