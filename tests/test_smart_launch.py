@@ -152,6 +152,7 @@ def test_full_ehr_launch_reaches_the_dashboard_with_no_phi_or_token_exposed(
     assert after_callback and all(PATIENT not in u for u in after_callback)
     assert 'id="iec-hs-status"' in page.text and 'data-status="met"' in page.text
     assert "2026-03-15 20:00 UTC" in page.text  # the card's evaluation instant from appContext
+    assert "signed in as Practitioner/smart-test-user" in page.text  # fhirUser of the verified id_token
     session_id = browser.cookies.get(COOKIE_NAME, path="/smart")
     assert session_id is not None and re.fullmatch(r"[A-Za-z0-9_-]{43}", session_id)
     session = smart_state(server.app).store.get(session_id)
@@ -340,4 +341,3 @@ def test_blueprint_registers_without_touching_other_routes(server: Server) -> No
     rules = {r.rule for r in server.app.url_map.iter_rules() if r.rule.startswith("/smart")}
     expected = {"/smart/launch", "/smart/standalone", "/smart/callback", "/smart/picker", "/smart/dashboard"}
     assert expected | {"/smart/logout"} <= rules
-    assert Path(server.app.root_path).name == "cds_service"
