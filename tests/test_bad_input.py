@@ -316,3 +316,37 @@ def test_draft_orders_with_wrong_types(app: Flask) -> None:
     response = post_raw(app, json.dumps(body).encode(), path="/cds-services/iec-hs-order-select")
     assert response.status_code == 200
     assert_conformant(response.get_json())
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "changes"),
+    [
+        ("Observation", {"status": ["final"]}),
+        ("Observation", {"status": {"code": "final"}}),
+        ("Observation", {"valueQuantity": {"value": 5, "unit": "Cel", "code": "Cel"}}),  # offset unit
+        ("MedicationAdministration", {"status": ["completed"]}),
+        ("MedicationRequest", {"intent": {"x": 1}}),
+        ("Procedure", {"status": []}),
+    ],
+)
+def test_unhashable_or_offset_values_found_by_fuzzing(
+    app: Flask, resource_type: str, changes: dict[str, Any]
+) -> None:
+    """Regressions: each of these was a 500 (unhashable status/intent, pint offset-unit arithmetic)."""
+    resources = copy.deepcopy(RESOURCES)
+    extra = {
+        "resourceType": resource_type,
+        "id": "fuzzed",
+        "status": "completed",
+        "subject": {"reference": f"Patient/{PID}"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2571-8"}]},
+        "effectiveDateTime": RESOURCES[3]["effectiveDateTime"],
+        "performedDateTime": RESOURCES[3]["effectiveDateTime"],
+        "authoredOn": RESOURCES[3]["effectiveDateTime"],
+        "medicationCodeableConcept": {"text": "tocilizumab"},
+        **changes,
+    }
+    body = hook_body("patient-view", PID, prefetch=full_prefetch([*resources, extra]))
+    response = post_raw(app, json.dumps(body).encode())
+    assert response.status_code == 200
+    assert_conformant(response.get_json())

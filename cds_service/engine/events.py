@@ -19,6 +19,12 @@ from cds_service.engine.model import DataIssue, DrugEvent, FindingRecord, Proced
 from cds_service.engine.resources import ResourceSet
 
 EXCLUDED = frozenset({"entered-in-error", "not-done", "cancelled", "stopped-before-start"})
+
+
+def excluded(resource: dict[str, Any]) -> bool:
+    """Status in EXCLUDED, or a status that is not a code at all (malformed input is never trusted)."""
+    status = resource.get("status")
+    return (status is not None and type(status) is not str) or status in EXCLUDED
 MED_TIME_FIELDS = {
     "MedicationAdministration": ("effectiveDateTime", "effectivePeriod"),
     "MedicationRequest": ("authoredOn",),
@@ -118,9 +124,13 @@ def drug_events(
     events: list[DrugEvent] = []
     for rtype, fields in MED_TIME_FIELDS.items():
         for resource in resources.by_type.get(rtype, []):
-            if resource.get("status") in EXCLUDED:
+            status, intent = resource.get("status"), resource.get("intent")
+            if any(value is not None and type(value) is not str for value in (status, intent)):
+                issues.append(DataIssue(resource_key(resource), "status or intent is not a code: excluded"))
                 continue
-            if rtype == "MedicationRequest" and resource.get("intent") in {"proposal", "plan"}:
+            if status in EXCLUDED:
+                continue
+            if rtype == "MedicationRequest" and intent in {"proposal", "plan"}:
                 continue
             concept = medication_concept(resources, resource)
             cls = drug_class(kb, concept)
@@ -160,7 +170,7 @@ def procedure_kind(kb: Knowledge, concept: Any) -> str | None:
 def procedure_events(kb: Knowledge, procedures: list[dict[str, Any]], at: datetime) -> list[ProcedureEvent]:
     events: list[ProcedureEvent] = []
     for resource in procedures:
-        if resource.get("status") in EXCLUDED:
+        if excluded(resource):
             continue
         kind = procedure_kind(kb, resource.get("code"))
         time = period_start(resource, "performedDateTime", "performedPeriod")

@@ -100,6 +100,9 @@ class ObservationNormalizer:
             f"Observation/{resource.get('id')}" if type(resource.get("id")) is str else resource_key(resource)
         )
         status = resource.get("status")
+        if status is not None and type(status) is not str:  # a list or object is not a code (unhashable)
+            self.issues.append(DataIssue(key, "status is not a code: excluded", path="status"))
+            return []
         if status in EXCLUDED_STATUSES:
             self.issues.append(DataIssue(key, f"status '{status}': excluded"))
             return []

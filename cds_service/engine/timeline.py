@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from cds_service.engine.events import (
-    EXCLUDED,
     clinical_status,
     crs_grade,
+    excluded,
     medication_concept,
     product_of,
     verification,
@@ -41,14 +41,14 @@ def find_therapy(kb: Knowledge, resources: ResourceSet, at: datetime) -> Therapy
     candidates: list[tuple[datetime, str, str, str]] = []
     for rtype, fields in _MED_TIMES.items():
         for resource in resources.by_type.get(rtype, []):
-            if resource.get("status") in EXCLUDED:
+            if excluded(resource):
                 continue
             hit = product_of(kb, medication_concept(resources, resource))
             time = period_start(resource, *fields)
             if hit is not None and time is not None and time <= at:
                 candidates.append((time, hit[0], resource_key(resource), hit[1]))
     for resource in resources.by_type.get("Procedure", []):
-        if resource.get("status") in EXCLUDED:
+        if excluded(resource):
             continue
         time = period_start(resource, "performedDateTime", "performedPeriod")
         hit = _procedure_product(kb, resource)

@@ -83,7 +83,11 @@ def _molar_bridge(quantity: Any, target: Any, molar_mass: float | None) -> Any:
     if molar_mass is None:
         return None
     grams_per_mole = quantity._REGISTRY.Quantity(molar_mass, "g/mol")
-    for candidate in (quantity * grams_per_mole, quantity / grams_per_mole):
+    try:
+        candidates = (quantity * grams_per_mole, quantity / grams_per_mole)
+    except Exception:  # pint refuses arithmetic on offset units (Cel, [degF]): not a concentration anyway
+        return None
+    for candidate in candidates:
         if candidate.dimensionality == target.dimensionality:
             return candidate
     return None
