@@ -80,11 +80,26 @@ def _missing_property(error: ValidationError) -> str:
 
 
 def check(name: str, instance: Any) -> None:
-    """Raise InvalidRequest naming the most relevant error of `instance` against schema `name`."""
+    """Raise InvalidRequest naming the most relevant error of `instance` against schema `name`, then the
+    checks a pattern cannot express (e.g. a timestamp shaped right but naming no real instant)."""
     error = best_match(validator(name).iter_errors(instance))
     if error is not None:
         message, path = describe(error)
         raise InvalidRequest(message, expression=path)
+    if name == "feedback":
+        _check_feedback_timestamps(instance)
+
+
+def _check_feedback_timestamps(document: Any) -> None:
+    """`2026-02-30T25:61:00Z` matches the schema's pattern but is no instant: 400, not a 500 when stored."""
+    from cds_service.feedback_store import normalize_timestamp
+
+    for index, item in enumerate(document["feedback"]):
+        try:
+            normalize_timestamp(item["outcomeTimestamp"])
+        except (ValueError, OverflowError):  # no such day or hour; beyond year 1..9999 in UTC
+            path = f"feedback[{index}].outcomeTimestamp"
+            raise InvalidRequest(f"{path}: not a valid date-time", expression=path) from None
 
 
 def errors(name: str, instance: Any) -> list[str]:

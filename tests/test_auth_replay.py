@@ -48,7 +48,7 @@ def race(apps: list[Flask], attempts: int = 24) -> list[int]:
 
 def dispose(apps: list[Flask]) -> None:
     for app in apps:
-        get_state(app).feedback.dispose()
+        get_state(app).feedback.engine.dispose()
 
 
 def test_sqlite_two_instances_share_the_replay_store(tmp_path: Path) -> None:

@@ -221,6 +221,18 @@ def test_bad_fhir_authorization_is_400_naming_the_field(app: Flask, value: Any, 
             "feedback[0].outcomeTimestamp",
         ),
         ({"card": "c", "outcome": "overridden", "outcomeTimestamp": 1e300}, "feedback[0].outcomeTimestamp"),
+        (
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-02-30T25:61:00Z"},
+            "feedback[0].outcomeTimestamp",
+        ),
+        (
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "0001-01-01T00:00:00+14:00"},
+            "feedback[0].outcomeTimestamp",
+        ),
+        (
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2026-11-24T00:00:00+25:00"},
+            "feedback[0].outcomeTimestamp",
+        ),
     ],
 )
 def test_bad_feedback_is_400_naming_the_field(app: Flask, item: dict[str, Any], field: str) -> None:
