@@ -10,6 +10,7 @@
   var data = JSON.parse(document.getElementById("preview-data").textContent);
   var $ = function (id) { return document.getElementById(id); };
   var lastServiceId = null;
+  var lastRequest = null;
 
   function el(tag, attributes, text) {
     var node = document.createElement(tag);
@@ -102,6 +103,7 @@
     if (answer.status !== 200) throw new Error("Could not build the request (HTTP " + answer.status + "): " + outcomeText(answer));
     var typed = $("instant").value.trim();
     var instant = build.rebase ? "" : (typed || answer.json.evaluationInstant || "");
+    if (!build.rebase) $("instant").value = instant; /* show the instant that will be used */
     var note = answer.json.shiftedBy ? "dates shifted by " + answer.json.shiftedBy + " so the scenario's instant is now" : "";
     return { serviceId: answer.json.serviceId, request: answer.json.request, instant: instant, note: note };
   }
@@ -122,6 +124,7 @@
       setStatus("Sending " + built.request.hook + " to /cds-services/" + built.serviceId + " ...");
       var answer = await postJson("/cds-services/" + encodeURIComponent(built.serviceId), body, headers);
       lastServiceId = built.serviceId;
+      lastRequest = built.request;
       showAnswer(answer, built);
     } catch (error) {
       setStatus(error.message, "error");
@@ -316,12 +319,22 @@
     }
   }
 
-  document.querySelectorAll("input[name=source]").forEach(function (input) { input.addEventListener("change", syncForm); });
+  document.querySelectorAll("input[name=source]").forEach(function (input) {
+    input.addEventListener("change", function () {
+      syncForm();
+      /* A scenario's instant must not stick to pasted data: a pasted Bundle brings its own timestamp. */
+      if (input.value === "paste") $("instant").value = ""; else onScenarioChange();
+    });
+  });
   $("hook").addEventListener("change", syncForm);
   $("rebase").addEventListener("change", function () { syncForm(); onScenarioChange(); });
   $("scenario").addEventListener("change", onScenarioChange);
   $("build-form").addEventListener("submit", send);
   syncForm();
   onScenarioChange();
-  window.cdsPreview = { lastServiceId: function () { return lastServiceId; } };
+  /* For scripting and tests: the last request sent (the <pre> view is truncated for large requests). */
+  window.cdsPreview = {
+    lastServiceId: function () { return lastServiceId; },
+    lastRequest: function () { return lastRequest; },
+  };
 })();
