@@ -43,6 +43,12 @@ def _html_page(summary: str, description: str, tag: str, **extra: Any) -> dict[s
     }
 
 
+# The feedback schema's pattern admits 0000-00-00T00:00:00Z; the service needs a real instant too (400).
+_REAL_INSTANTS = {
+    "properties": {
+        "feedback": {"items": {"properties": {"outcomeTimestamp": {"type": "string", "format": "date-time"}}}}
+    }
+}
 _CLIENT_JWT: list[dict[str, list[str]]] = [{"cdsClientJwt": []}, {}]  # {}: development mode (no JWT)
 _CORS_PREFLIGHT = {
     "tags": ["cds-hooks"],
@@ -113,7 +119,9 @@ def cds_hooks_paths(service_ids: list[str], hooks: list[str]) -> dict[str, Any]:
                 "parameters": [_service_id(service_ids)],
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": _ref("Feedback")}},
+                    "content": {
+                        "application/json": {"schema": {"allOf": [_ref("Feedback"), _REAL_INSTANTS]}}
+                    },
                 },
                 "responses": {
                     "200": _json(_ref("FeedbackResult"), "Items received and newly stored"),
