@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy import create_engine
 
 import cds_service
 from cds_service import create_app, health
+from cds_service.datafiles import PROJECT_ROOT
 from cds_service.errors import DataFileError
 from cds_service.state import get_state
 from tests.cds_helpers import car_t_patient, dev_config, full_prefetch, hook_body, unique
@@ -318,3 +320,8 @@ def test_metrics_aggregate_every_gunicorn_worker(two_worker_server: str) -> None
     assert counts.pop() >= 30
     info = requests.get(f"{two_worker_server}/readyz", timeout=5).json()
     assert info["status"] == "ready", json.dumps(info)
+
+
+def test_the_package_version_is_the_pyproject_version() -> None:
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["version"] == cds_service.__version__
