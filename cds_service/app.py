@@ -38,7 +38,7 @@ import requests
 from flask import Blueprint, Flask
 from requests.adapters import HTTPAdapter
 
-from cds_service import cors, observability, outcome, validation
+from cds_service import bench_floor, cors, observability, outcome, validation
 from cds_service.api import bp as cds_blueprint
 from cds_service.auth import auth_defaults
 from cds_service.cards.content import load_card_content
@@ -89,6 +89,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     outcome.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    if settings.bench_floor:
+        app.register_blueprint(bench_floor.bp)
     if settings.dev_mode:
         warning = DEV_MODE_AUTH_WARNING if settings.trusted_clients_configured else DEV_MODE_WARNING
         log.warning(warning, extra={"event": "dev-mode"})

@@ -30,6 +30,8 @@ CDS_JWKS_CACHE_TTL_S           How long a fetched JWKS is used before it is fetc
 CDS_JWKS_MIN_REFRESH_S         Least time between two fetches of one JWKS URL, e.g. on unknown kids
                                (default 60): a flood of bad kids cannot turn into a flood of fetches.
 CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
+CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, answers no cards) for the
+                               benchmarks in benchmarks/; default off.
 CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
                                environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================
@@ -72,6 +74,7 @@ ENV_VARIABLES = (
     "CDS_JWKS_CACHE_TTL_S",
     "CDS_JWKS_MIN_REFRESH_S",
     "CDS_JWKS_TIMEOUT_S",
+    "CDS_BENCH_FLOOR",
     "CDS_CONFIG_FILE",
 )
 _TRUE = {"1", "true", "yes", "on"}
@@ -103,6 +106,7 @@ class Settings:
     jwks_cache_ttl_s: float = 3600.0
     jwks_min_refresh_s: float = 60.0
     jwks_timeout_s: float = 2.0
+    bench_floor: bool = False
 
     @property
     def trusted_clients_configured(self) -> bool:
@@ -135,6 +139,7 @@ class Settings:
             smart_launch_url=_parse("CDS_SMART_LAUNCH_URL", env, _absolute_url, None),
             workers=_parse("CDS_WORKERS", env, _positive(int, 64), max(1, os.cpu_count() or 1)),
             threads=_parse("CDS_THREADS", env, _positive(int, 64), 4),
+            bench_floor=_parse("CDS_BENCH_FLOOR", env, _boolean, False),
             **_auth_settings(env),
         )
         settings.check_consistency()
