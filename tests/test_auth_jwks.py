@@ -73,7 +73,9 @@ def test_a_jku_off_the_allowlist_is_never_contacted(
                 assert discovery(app, K1, jku=url) == 401
     assert attacker.connections == 0
     assert https_jwks.requests == []
-    reasons = [str(r.__dict__.get("reason")) for r in caplog.records]
+    reasons = [
+        str(r.__dict__["reason"]) for r in caplog.records if r.getMessage() == "client authentication failed"
+    ]
     assert len(reasons) == 4 and all("not on the allowlist" in reason for reason in reasons)
 
 
@@ -165,3 +167,13 @@ def test_stale_keys_survive_a_failed_refresh(certificate: LoopbackCertificate) -
         now[0] = 11.0  # past the TTL: a refresh is attempted and fails
         assert cache.key(server.url, K1.kid) is not None
         assert cache.fetches == 2
+
+
+def test_pinned_keys_are_used_before_an_allowlisted_jku(tmp_path: Path) -> None:
+    """Like the CDS Hooks Sandbox trusted offline: its jku is allowlisted, its key pinned; nothing fetched."""
+    with recording() as jku_host:
+        url = jku_host.url("https", "/.well-known/jwks.json")
+        app = create_app(auth_config(tmp_path, client_entry(K1, jku_allowlist=[url])))
+        assert discovery(app, K1, jku=url) == 200
+        assert discovery(app, K2, jku=url) == 401  # not pinned: fetched from the jku, which fails
+    assert jku_host.connections == 1

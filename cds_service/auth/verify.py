@@ -5,9 +5,9 @@ Checks, in order (the first failure is the 401's logged reason; the response nev
 1. `Authorization: Bearer <compact JWS>` is present and well-formed;
 2. `iss` (read unverified, only to pick the client) is a trusted client;
 3. `alg` is on that client's allowlist (ES384/RS384 by default; HS*/none can never be configured);
-4. `kid` names a key of the client: inline JWKS, its `jwks_url`, or the header's `jku` when that exact URL
-   is on the client's `jku_allowlist` (any other jku is refused before any network call); the key's own
-   type must fit `alg` (keys.py), so a public key can never be used as an HMAC secret;
+4. `kid` names a key of the client: inline JWKS first, then the header's `jku` when that exact URL is on
+   the client's `jku_allowlist` (any other jku is refused before any network call), else its `jwks_url`;
+   the key's own type must fit `alg` (keys.py), so a public key can never be used as an HMAC secret;
 5. signature, `aud` == the exact endpoint URL, `iss`, `exp`, `iat`/`nbf` with leeway (PyJWT), all of
    iss/aud/exp/iat/jti present, exp - iat <= the lifetime cap;
 6. `tenant` is allowlisted when the client lists tenants;
@@ -95,14 +95,13 @@ class JwtClientAuth:
         return key
 
     def _lookup(self, client: TrustedClient, jku: Any, kid: str) -> VerificationKey | None:
-        if jku is not None:
-            if not isinstance(jku, str) or jku not in client.jku_allowlist:
-                # Refused before any network call: fetching an attacker-chosen URL would be SSRF.
-                raise Unauthorized(f"jku {_printable(jku)!r} not on the allowlist of {client.issuer!r}")
-            return self._fetched(jku, kid)
-        if kid in client.keys or client.jwks_url is None:
-            return client.keys.get(kid)
-        return self._fetched(client.jwks_url, kid)
+        if jku is not None and (not isinstance(jku, str) or jku not in client.jku_allowlist):
+            # Refused before any network call: fetching an attacker-chosen URL would be SSRF.
+            raise Unauthorized(f"jku {_printable(jku)!r} not on the allowlist of {client.issuer!r}")
+        if kid in client.keys:
+            return client.keys[kid]  # pinned keys first: no fetch needed (and none possible offline)
+        url = jku if jku is not None else client.jwks_url
+        return None if url is None else self._fetched(url, kid)
 
     def _fetched(self, url: str, kid: str) -> VerificationKey | None:
         try:
