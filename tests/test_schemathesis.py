@@ -30,7 +30,7 @@ from cds_service.openapi import documented_operations, full_document
 from cds_service.state import get_state
 from tests.cds_helpers import dev_config
 
-MAX_EXAMPLES = 100
+MAX_EXAMPLES = 60
 DOCUMENT = full_document([], ["patient-view"])
 OPERATIONS = sorted(
     op for op in documented_operations(DOCUMENT, include_options=True) if op[0][:6] != "/smart"

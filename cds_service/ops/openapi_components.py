@@ -124,3 +124,19 @@ def component_extras() -> dict[str, Any]:
             }
         },
     }
+
+
+def text_response(media_type: str, description: str) -> dict[str, Any]:
+    """A response whose body is a string of `media_type` (HTML pages, static files)."""
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+def html_page(summary: str, description: str, tag: str, **extra: Any) -> dict[str, Any]:
+    """A GET/POST operation answering an HTML page (extra keys are merged into the operation)."""
+    return {
+        "tags": [tag],
+        "summary": summary,
+        "description": description,
+        "responses": {"200": text_response("text/html", "The page")},
+        **extra,
+    }

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds_service.ops.openapi_components import html_page
+from cds_service.ops.openapi_smart import smart_paths
+
 OUTCOME = "#/components/schemas/OperationOutcome"
 EVALUATION_INSTANT_HEADER = "X-CDS-Evaluation-Instant"
 
@@ -27,20 +30,6 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _outcomes(**statuses: str) -> dict[str, Any]:
     """`_outcomes(s400="...")` -> {"400": OperationOutcome response}."""
     return {key.removeprefix("s"): _json({"$ref": OUTCOME}, text) for key, text in statuses.items()}
-
-
-def _text(media_type: str, description: str) -> dict[str, Any]:
-    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
-
-
-def _html_page(summary: str, description: str, tag: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "tags": [tag],
-        "summary": summary,
-        "description": description,
-        "responses": {"200": _text("text/html", "The page")},
-        **extra,
-    }
 
 
 # The feedback schema's pattern admits 0000-00-00T00:00:00Z; the service needs a real instant too (400).
@@ -204,7 +193,7 @@ def preview_paths() -> dict[str, Any]:
     static_name = {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
     not_found = _outcomes(s404="No such file")
     return {
-        "/": {"get": _html_page("Card preview page", "Send scenarios through the service.", "preview")},
+        "/": {"get": html_page("Card preview page", "Send scenarios through the service.", "preview")},
         "/preview/hook-request": {
             "post": {
                 "tags": ["preview"],
@@ -248,65 +237,6 @@ def preview_paths() -> dict[str, Any]:
                 "summary": "Flask's built-in static route (the service has no app-level static files)",
                 "parameters": [static_name],
                 "responses": not_found,
-            }
-        },
-    }
-
-
-def smart_paths() -> dict[str, Any]:
-    """The SMART on FHIR dashboard (documented for integrators; not fuzzed: it needs a live launch)."""
-    redirect = {"description": "Redirect (authorization server, dashboard or picker)"}
-    error_page = _text("text/html", "Error page (launch, session or authorization problem)")
-    query = [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
-        for name, text in (("iss", "The EHR's FHIR base URL"), ("launch", "The EHR's launch id"))
-    ]
-    return {
-        "/smart/launch": {
-            "get": {
-                "tags": ["smart"],
-                "summary": "EHR launch: check iss, discover the authorization server, redirect to authorize",
-                "parameters": query,
-                "responses": {"302": redirect, "400": error_page},
-            }
-        },
-        "/smart/standalone": {
-            "get": _html_page(
-                "Standalone launch (a form asking for the FHIR server without iss)",
-                "With iss: redirect to the authorization server.",
-                "smart",
-                parameters=query[:1],
-            )
-            | {"responses": {"200": _text("text/html", "The form"), "302": redirect, "400": error_page}}
-        },
-        "/smart/callback": {
-            "get": {
-                "tags": ["smart"],
-                "summary": "OAuth redirect URI: exchange the code, then go to the dashboard or the picker",
-                "responses": {"303": redirect, "400": error_page, "401": error_page},
-            }
-        },
-        "/smart/picker": {
-            "get": _html_page("Patient picker", "When the token carries no patient.", "smart"),
-            "post": _html_page("Choose the patient", "Form post (CSRF token).", "smart")
-            | {"responses": {"303": redirect, "400": error_page, "401": error_page}},
-        },
-        "/smart/dashboard": {
-            "get": _html_page("The IEC-HS dashboard of the launched patient", "Charts and scores.", "smart"),
-            "post": _html_page("Set the evaluation instant", "Form post (CSRF token).", "smart")
-            | {"responses": {"303": redirect, "400": error_page, "401": error_page}},
-        },
-        "/smart/logout": {
-            "post": _html_page("End the SMART session", "Tokens are dropped.", "smart"),
-        },
-        "/smart/static/{filename}": {
-            "get": {
-                "tags": ["smart"],
-                "summary": "Static files of the dashboard",
-                "parameters": [
-                    {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {"200": {"description": "The file"}, "404": error_page},
             }
         },
     }
