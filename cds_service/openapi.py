@@ -5,8 +5,8 @@ validates with): each becomes a component, and its ``$defs`` become sibling comp
 rewritten, because a ``#/$defs/...`` reference inside an embedded schema would otherwise resolve against
 the OpenAPI document's root. The paths are described in cds_service/ops/openapi_paths.py.
 
-:func:`document_for` serves only the operations whose route the app really has (the SMART dashboard
-routes, for instance, appear only when that blueprint is registered); tests/test_openapi.py keeps
+:func:`document_for` serves only the operations whose route the app really has (the benchmark floor,
+for instance, appears only with CDS_BENCH_FLOOR=1); tests/test_openapi.py keeps
 :func:`full_document` and the app's url_map in sync in both directions.
 """
 
@@ -151,4 +151,5 @@ def _tags() -> list[dict[str, str]]:
         {"name": "operations", "description": "Health, readiness, metrics, this document"},
         {"name": "preview", "description": "Card preview page (development aid)"},
         {"name": "smart", "description": "SMART on FHIR dashboard (needs a live SMART launch)"},
+        {"name": "benchmark", "description": "Benchmark floor (only with CDS_BENCH_FLOOR=1)"},
     ]

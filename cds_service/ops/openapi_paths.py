@@ -242,6 +242,33 @@ def preview_paths() -> dict[str, Any]:
     }
 
 
+def benchmark_paths() -> dict[str, Any]:
+    """POST /_bench/floor: served only with CDS_BENCH_FLOOR=1 (cds_service.bench_floor)."""
+    return {
+        "/_bench/floor": {
+            "post": {
+                "tags": ["benchmark"],
+                "operationId": "benchFloor",
+                "summary": "Benchmark floor: parses the body like a hook call and answers no cards",
+                "description": "Registered only when CDS_BENCH_FLOOR=1 (benchmarks/). No authentication.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+                "responses": {
+                    "200": _json(_ref("CdsResponse"), 'Always {"cards": []}'),
+                    **_outcomes(
+                        s400="Malformed JSON", s413="Body too large", s415="Content-Type is not JSON"
+                    ),
+                },
+            }
+        }
+    }
+
+
 def path_items(service_ids: list[str], hooks: list[str]) -> dict[str, Any]:
     """Every documented path."""
-    return {**cds_hooks_paths(service_ids, hooks), **operations_paths(), **preview_paths(), **smart_paths()}
+    return {
+        **cds_hooks_paths(service_ids, hooks),
+        **operations_paths(),
+        **preview_paths(),
+        **smart_paths(),
+        **benchmark_paths(),
+    }
