@@ -49,8 +49,11 @@ def run_fallback() -> dict[str, Any]:
             ],
         }
         stack.load_bundle(bundle)
-        with ServiceProcess(workers=2) as service:
-            return fallback(service, resources, stack.fhir_base, TOKEN)
+        # The test server's search with ~70 OR-ed LOINC codes takes ~1.5 s per page of 1,000: budgets are
+        # raised so the measurement is about concurrency, not about that server's speed.
+        env = {"CDS_FHIR_TIMEOUT_S": "15", "CDS_HOOK_DEADLINE_S": "40"}
+        with ServiceProcess(workers=2, env=env) as service:
+            return fallback(service, resources, stack.fhir_base, TOKEN, n=5)
     finally:
         stack.stop()
 
