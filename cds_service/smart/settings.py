@@ -12,7 +12,13 @@ CDS_SMART_ISS_ALLOWLIST         Comma-separated FHIR base URLs the app may be la
 CDS_SMART_SCOPES                Scopes of an EHR launch (default: see ``EHR_SCOPES``). A standalone launch
                                 replaces ``launch`` with ``launch/patient``.
 CDS_SMART_SESSION_TTL_S         Idle lifetime of a server-side session (default 3600).
-CDS_SMART_MAX_SESSIONS          Sessions kept in memory per process (default 10000; the oldest go first).
+CDS_SMART_SESSION_MAX_AGE_S     Absolute lifetime of a session after sign-in, whatever the token's own
+                                expiry (default 43200, 12 hours).
+CDS_SMART_SESSION_KEY           Fernet key(s) encrypting the stored sessions (cds_service.smart.sessionkey;
+                                required in production, generated at start in development). Not part of
+                                :class:`SmartSettings`, so it is never printed with them.
+CDS_SMART_MAX_SESSIONS          Only for the in-memory store (``MemorySessionStore``): sessions kept per
+                                process (default 10000; the oldest go first).
 CDS_SMART_HTTP_TIMEOUT_S        Timeout of one discovery, token, JWKS or FHIR call (default 10).
 CDS_SMART_FHIR_MAX_PAGES        Bundle pages followed per FHIR search (default 20).
 CDS_SMART_FETCH_BUDGET_S        Time budget of all FHIR reads behind one dashboard view (default 30).
@@ -54,6 +60,7 @@ class SmartSettings:
     iss_allowlist: tuple[str, ...] = ()
     scopes: str = EHR_SCOPES
     session_ttl_s: int = 3600
+    session_max_age_s: int = 43200
     max_sessions: int = 10000
     http_timeout_s: float = 10.0
     fhir_max_pages: int = 20
@@ -80,6 +87,7 @@ class SmartSettings:
             iss_allowlist=get("ISS_ALLOWLIST", _url_list, ()),
             scopes=get("SCOPES", _scopes, EHR_SCOPES),
             session_ttl_s=get("SESSION_TTL_S", _positive(int, 7 * 86400), 3600),
+            session_max_age_s=get("SESSION_MAX_AGE_S", _positive(int, 30 * 86400), 43200),
             max_sessions=get("MAX_SESSIONS", _positive(int, 10**7), 10000),
             http_timeout_s=get("HTTP_TIMEOUT_S", _positive(float, 300.0), 10.0),
             fhir_max_pages=get("FHIR_MAX_PAGES", _positive(int, 1000), 20),

@@ -28,8 +28,9 @@ from cds_service.smart import fmt
 from cds_service.smart.appcontext import AppContext, for_patient
 from cds_service.smart.charts.panels import check_chart_defs
 from cds_service.smart.dashboard import DashboardView, InstantSource, build_view
+from cds_service.smart.dbstore import SqlSessionStore
 from cds_service.smart.discovery import discover
-from cds_service.smart.errors import SmartError, bad_launch, token_expired
+from cds_service.smart.errors import SmartError, bad_launch
 from cds_service.smart.fhirdata import fetch_record, read_patient, search_patients
 from cds_service.smart.oauth import (
     authorization_request,
@@ -38,10 +39,10 @@ from cds_service.smart.oauth import (
     missing_access,
     verify_id_token,
 )
+from cds_service.smart.sessionkey import session_cipher
 from cds_service.smart.sessions import (
     LaunchContext,
     LaunchKind,
-    MemorySessionStore,
     PendingAuthorization,
     SessionStore,
     SmartSession,
@@ -75,15 +76,24 @@ bp.register_error_handler(Exception, unexpected_error_page)
 
 @bp.record_once
 def _setup(state: BlueprintSetupState) -> None:
-    """Validate settings and chart threshold paths at start-up; create the session store."""
+    """Validate settings and chart threshold paths at start-up; create the session store.
+
+    The default store lives in the service's database, on the feedback store's engine: `cds-service serve`
+    creates it here, in the gunicorn master, and disposes of its connections in each forked worker.
+    """
     app = state.app
     assert isinstance(app, Flask)
     core = get_state(app)
     settings = SmartSettings.load(app.config, core.settings)
     check_chart_defs(core.knowledge)
-    store: SessionStore = app.config.get("SMART_SESSION_STORE") or MemorySessionStore(
-        settings.session_ttl_s, settings.max_sessions
-    )
+    store: SessionStore | None = app.config.get("SMART_SESSION_STORE")  # an empty store may be falsy
+    if store is None:
+        store = SqlSessionStore(
+            core.feedback.engine,
+            session_cipher(app.config, settings.dev_mode),
+            ttl_s=settings.session_ttl_s,
+            max_age_s=settings.session_max_age_s,
+        )
     app.extensions[EXTENSION_KEY] = SmartState(settings, store)
 
 
@@ -119,9 +129,7 @@ def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
     url, pending = authorization_request(
         config, settings, iss=iss, redirect_uri=redirect_uri, kind=kind, launch=launch_id
     )
-    session = session_for_write()
-    session.add_pending(pending)
-    smart_state().store.save(session)
+    smart_state().store.add_pending(session_for_write().id, pending)
     log.info(
         "smart authorization started",
         extra={"event": "smart-authorize", "kind": kind, "iss_host": urlsplit(iss).netloc},
@@ -154,7 +162,8 @@ def callback() -> Response:
 def _pending_for_callback() -> tuple[SmartSession, PendingAuthorization]:
     """The authorization this browser started with the returned `state` (used up: it cannot be replayed)."""
     session = current_session()
-    pending = session.take_pending(request.args.get("state", "")) if session is not None else None
+    state = request.args.get("state", "")
+    pending = smart_state().store.take_pending(session.id, state) if session is not None and state else None
     if session is None or pending is None:
         raise SmartError(
             400,
@@ -163,7 +172,6 @@ def _pending_for_callback() -> tuple[SmartSession, PendingAuthorization]:
             "The answer from the authorization server does not match a sign-in started in this browser "
             "(state mismatch or expired). For your protection it was not used.",
         )
-    smart_state().store.save(session)
     return session, pending
 
 
@@ -201,8 +209,6 @@ def picker() -> Response | str:
     session, context = require_context()
     if context.patient_locked:
         return redirect(url_for(".dashboard"), 303)
-    if context.expired():
-        raise token_expired()
     return _picker_page(session, context, "")
 
 
@@ -237,8 +243,6 @@ def dashboard() -> Response | str:
     session, context = require_context()
     if context.patient is None:
         return redirect(url_for(".picker"), 303)
-    if context.expired():
-        raise token_expired()
     view, app_context = _dashboard_view(session, context)
     return render_template(
         "smart/dashboard.html", v=view, f=fmt, csrf=session.csrf, has_card_at=app_context.at is not None

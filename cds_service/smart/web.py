@@ -11,7 +11,7 @@ import requests
 from flask import Flask, Response, current_app, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from cds_service.smart.errors import RELAUNCH_HINT, SmartError, session_missing
+from cds_service.smart.errors import RELAUNCH_HINT, SmartError, session_missing, token_expired
 from cds_service.smart.sessions import COOKIE_NAME, COOKIE_PATH, LaunchContext, SessionStore, SmartSession
 from cds_service.smart.settings import SmartSettings
 
@@ -49,15 +49,9 @@ def http() -> requests.Session:
 
 
 def current_session() -> SmartSession | None:
-    """The session named by the cookie, if it still exists (each use restarts its idle timeout)."""
+    """The session named by the cookie, if it still exists (the read restarts its idle timeout)."""
     session_id = request.cookies.get(COOKIE_NAME)
-    if not session_id:
-        return None
-    store = smart_state().store
-    session = store.get(session_id)
-    if session is not None:
-        store.save(session)
-    return session
+    return smart_state().store.get(session_id) if session_id else None
 
 
 def session_for_write() -> SmartSession:
@@ -74,9 +68,12 @@ def issue_cookie(session: SmartSession) -> None:
 
 
 def require_context() -> tuple[SmartSession, LaunchContext]:
+    """The signed-in session and its unexpired launch context (else the no-session or expired page)."""
     session = current_session()
     if session is None or session.context is None:
         raise session_missing()
+    if session.context.expired():
+        raise token_expired()
     return session, session.context
 
 
