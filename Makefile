@@ -42,9 +42,11 @@ test: install node-deps system-deps lint
 test-slow: install node-deps system-deps
 	$(BIN)/pytest -q -m slow
 
-## Set up and serve on http://127.0.0.1:8080 in development mode (auth off, SQLite, fixture patients).
+## Set up and serve on http://127.0.0.1:$(PORT) in development mode (auth off, SQLite, fixture patients);
+## open http://127.0.0.1:$(PORT)/ for the card preview page. PORT defaults to 8080 (`make run PORT=9000`).
+PORT ?= 8080
 run: install
-	$(BIN)/cds-service serve --dev --host 127.0.0.1 --port 8080
+	$(BIN)/cds-service serve --dev --host 127.0.0.1 --port $(PORT)
 
 ## Start the FHIR server + SMART authorization server with the fixtures, for manual interop trials.
 stack: install node-deps

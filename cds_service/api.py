@@ -88,7 +88,8 @@ def hook_environment() -> HookEnvironment:
         at=clock() if clock is not None else None,
         deadline=request_started_at() + settings.hook_deadline_s,
         base_url=public_base_url(),
-        smart_launch_url=settings.smart_launch_url,
+        # The dashboard is served by this app: link it unless another launch URL is configured.
+        smart_launch_url=settings.smart_launch_url or f"{public_base_url()}/smart/launch",
         uuid_factory=config["UUID_FACTORY"],
         validate_response=bool(config.get("VALIDATE_RESPONSES", True)),
     )

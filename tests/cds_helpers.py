@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -172,9 +173,20 @@ def assert_conformant(response: dict[str, Any]) -> None:
 
 
 def without_uuids(value: Any) -> Any:
-    """`value` with every uuid field removed (responses are deterministic apart from uuids)."""
+    """`value` with every uuid field removed and the evaluation instant dropped from SMART appContexts
+    (responses are deterministic apart from uuids and the instant the engine evaluated at)."""
     if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+        return {
+            k: _app_context(v) if k == "appContext" else without_uuids(v)
+            for k, v in value.items()
+            if k != "uuid"
+        }
     if isinstance(value, list):
         return [without_uuids(v) for v in value]
     return value
+
+
+def _app_context(value: Any) -> Any:
+    context = json.loads(value)
+    context.pop("at", None)
+    return context
