@@ -78,13 +78,21 @@ def parse_json_body(body: bytes, mimetype: str) -> Any:
 
 
 def check_depth(document: Any, limit: int = MAX_JSON_DEPTH) -> None:
-    """Raise InvalidRequest naming the first object/array nested more than `limit` levels deep."""
+    """Raise InvalidRequest naming the first object/array nested more than `limit` levels deep.
+
+    Prefetch values are FHIR data that the engine reads along fixed paths, never recursively (nested Bundles
+    are bounded in cds_service.engine.resources), so inside them only the parser's own limit (1024) applies:
+    walking every element of thousands of prefetched Observations would cost several times the parse itself.
+    """
+    skip = document.get("prefetch") if isinstance(document, dict) else None
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())] if _container(document) else []
     while stack:
         value, path = stack.pop()
         if len(path) >= limit:
             where = validation.json_path(path) or None
             raise InvalidRequest(f"JSON nested deeper than {limit} levels", expression=where)
+        if value is skip and isinstance(value, dict):
+            continue
         items = value.items() if isinstance(value, dict) else enumerate(value)
         stack.extend((child, (*path, key)) for key, child in items if _container(child))
 

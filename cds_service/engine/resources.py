@@ -9,6 +9,9 @@ from cds_service.engine.fhirutil import parse_datetime
 from cds_service.engine.model import DataIssue
 from cds_service.errors import InputError
 
+# Bundles inside Bundles (e.g. a searchset of collections) are read, but only this deep: the input comes
+# from outside and recursion on it must stay bounded.
+MAX_BUNDLE_NESTING = 4
 USED_TYPES = frozenset(
     {
         "Patient",
@@ -32,7 +35,7 @@ class ResourceSet:
         self.seen = 0
         self._by_key: dict[str, dict[str, Any]] = {}
 
-    def add(self, resource: Any, where: str) -> None:
+    def add(self, resource: Any, where: str, depth: int = 0) -> None:
         if not isinstance(resource, dict):
             self.issues.append(DataIssue(where, "entry is not a JSON object"))
             return
@@ -41,7 +44,10 @@ class ResourceSet:
             self.issues.append(DataIssue(where, "resource has no resourceType"))
             return
         if rtype == "Bundle":
-            self._add_bundle(resource, where)
+            if depth >= MAX_BUNDLE_NESTING:
+                self.issues.append(DataIssue(where, "Bundle nested too deeply: skipped"))
+                return
+            self._add_bundle(resource, where, depth + 1)
             return
         self.seen += 1
         if rtype not in USED_TYPES:
@@ -62,7 +68,7 @@ class ResourceSet:
             self._by_key[key] = resource
         self.by_type[rtype].append(resource)
 
-    def _add_bundle(self, bundle: dict[str, Any], where: str) -> None:
+    def _add_bundle(self, bundle: dict[str, Any], where: str, depth: int) -> None:
         entries = bundle.get("entry", [])
         if not isinstance(entries, list):
             self.issues.append(DataIssue(where, "Bundle.entry is not an array"))
@@ -71,7 +77,7 @@ class ResourceSet:
             if not isinstance(entry, dict) or "resource" not in entry:
                 self.issues.append(DataIssue(f"{where}.entry[{index}]", "entry has no resource"))
                 continue
-            self.add(entry["resource"], f"{where}.entry[{index}].resource")
+            self.add(entry["resource"], f"{where}.entry[{index}].resource", depth)
 
     def resource(self, reference: str) -> dict[str, Any] | None:
         return self._by_key.get(reference)
