@@ -21,12 +21,14 @@ from flask import Flask
 
 from cds_service import create_app
 from cds_service.fhir_client import MAX_ENTRIES
+from tests import fhir_builders as fb
 from tests.cds_helpers import assert_conformant, car_t_patient, dev_config, hook_body, searchset, unique
 from tests.loopback_http import LoopbackServer, Reply, Seen, closed_port_url
 from tests.plugins.fhir_stack import FhirStack
 
 DEADLINE_S, FHIR_TIMEOUT_S = 1.5, 0.6
-MARGIN_S = 1.0  # the app's own work (parse, evaluate, render) on a loaded CI machine
+MARGIN_S = 2.0  # the app's own work (parse, evaluate, render) on a loaded, shared CI machine
+REAL_DEADLINE_S, REAL_TIMEOUT_S = 6.0, 3.0  # the real (Node) server: generous, its answers are the point
 PID = "fault-patient"
 RESOURCES = car_t_patient(PID)
 Fault = Callable[[Seen, str], Reply]
@@ -40,7 +42,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
     return create_app(config)
 
 
-def answer(app: Flask, fhir_server: str, token: str = "tok", patient: str = PID) -> tuple[int, Any]:
+def answer(
+    app: Flask, fhir_server: str, token: str = "tok", patient: str = PID, deadline: float = DEADLINE_S
+) -> tuple[int, Any]:
     """POST a hook without prefetch; check the timing and the no-500 rule; return status and body."""
     start = time.monotonic()
     response = app.test_client().post(
@@ -48,7 +52,7 @@ def answer(app: Flask, fhir_server: str, token: str = "tok", patient: str = PID)
         json=hook_body("patient-view", patient, fhir_server=fhir_server, token=token),
     )
     elapsed = time.monotonic() - start
-    assert elapsed < DEADLINE_S + MARGIN_S, f"answered after {elapsed:.2f} s"
+    assert elapsed < deadline + MARGIN_S, f"answered after {elapsed:.2f} s"
     assert response.status_code in (200, 412), response.get_data(as_text=True)[:500]
     body = response.get_json()
     if response.status_code == 200:
@@ -229,22 +233,26 @@ def test_gigantic_bodies_are_cut_off(app: Flask, handler: type[BaseHTTPRequestHa
 # ------------------------------------------------------------------------------- the real FHIR server
 
 
-def test_real_server_wrong_token_is_412(app: Flask, fhir_stack: FhirStack) -> None:
-    code, body = answer(app, fhir_stack.fhir_base, token="not-the-token")
+def real_app(tmp_path: Path, **settings: Any) -> Flask:
+    config = dev_config(tmp_path, CDS_HOOK_DEADLINE_S=REAL_DEADLINE_S, CDS_FHIR_TIMEOUT_S=REAL_TIMEOUT_S)
+    return create_app({**config, **settings})
+
+
+def test_real_server_wrong_token_is_412(tmp_path: Path, fhir_stack: FhirStack) -> None:
+    code, body = answer(real_app(tmp_path), fhir_stack.fhir_base, "not-the-token", deadline=REAL_DEADLINE_S)
     assert code == 412 and "HTTP 401" in body["issue"][0]["diagnostics"]
 
 
-def test_real_server_unknown_patient(app: Flask, fhir_stack: FhirStack) -> None:
-    code, body = answer(app, fhir_stack.fhir_base, token=fhir_stack.token, patient=unique("nobody"))
+def test_real_server_unknown_patient(tmp_path: Path, fhir_stack: FhirStack) -> None:
+    nobody = unique("nobody")
+    code, _ = answer(real_app(tmp_path), fhir_stack.fhir_base, fhir_stack.token, nobody, REAL_DEADLINE_S)
     assert code in (200, 412)  # a 404 read is "no data": answered, never a 500
 
 
 def test_real_server_tiny_pages_are_truncated_and_stated(tmp_path: Path, fhir_stack: FhirStack) -> None:
     with fhir_stack.start_extra({"FHIR_MAX_COUNT": "1"}, seeds=[]) as tiny:
-        from tests import fhir_builders as fb
-
         pid = unique("tiny")
         tiny.load_bundle(fb.bundle(*car_t_patient(pid)))
-        app = create_app(dev_config(tmp_path, CDS_FHIR_MAX_PAGES=3, CDS_HOOK_DEADLINE_S=DEADLINE_S))
-        code, body = answer(app, tiny.fhir_base, token=tiny.token, patient=pid)
+        app = real_app(tmp_path, CDS_FHIR_MAX_PAGES=3)
+        code, body = answer(app, tiny.fhir_base, tiny.token, pid, REAL_DEADLINE_S)
     assert code == 200 and "observations" in stated_gaps(body)
