@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from cds_service.datafiles import PROJECT_ROOT
 from cds_service.errors import ConfigurationError
 from cds_service.security import ClientFhirServerPolicy, allow_all, deny_all
 from tests.auth_client import ISSUER, SigningKey, auth_config, bearer, client_entry, token
+from tests.plugins.fhir_stack import free_port
 
 EXAMPLE = PROJECT_ROOT / "config" / "trusted-clients.example.json"
 KEY = SigningKey.ec("k1")
@@ -186,3 +190,20 @@ def test_development_mode_allows_http_on_loopback_only() -> None:
         build_registry("X", {"clients": [remote]}, dev_mode=True)
     sandbox = client_entry(KEY, issuer="https://sandbox.cds-hooks.org")
     assert len(build_registry("X", {"clients": [sandbox]}, dev_mode=True)) == 1
+
+
+def test_cds_service_serve_refuses_to_start_without_trusted_clients(tmp_path: Path) -> None:
+    """The real entry point: exit status 2 and the reason on stderr, before any port is bound."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_") and k != "DATABASE_URL"}
+    env.update(PROD_ENV, DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    cli = Path(sys.executable).with_name("cds-service")
+    result = subprocess.run(
+        [str(cli), "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "cannot start: CDS_TRUSTED_CLIENTS_FILE: no trusted CDS clients configured" in result.stderr
