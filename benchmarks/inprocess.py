@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import statistics
 import tempfile
 import time
@@ -15,10 +14,14 @@ from flask import Flask
 
 from benchmarks.hook_requests import SERVICE_ID
 from cds_service.app import create_app
+from cds_service.gc_tuning import tune_gc
 
 
 def make_app(workdir: Path) -> Flask:
-    return create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}"})
+    """The app as a gunicorn worker runs it, garbage-collector settings included (cds_service.gc_tuning)."""
+    app = create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}"})
+    tune_gc()
+    return app
 
 
 def whole_hook(app: Flask) -> Callable[[bytes], bytes]:
@@ -36,10 +39,9 @@ def whole_hook(app: Flask) -> Callable[[bytes], bytes]:
 
 
 def timings(fn: Callable[[], Any], repeat: int) -> list[float]:
-    """Wall-clock seconds of `repeat` calls (GC collected before each, so runs are comparable)."""
+    """Wall-clock seconds of `repeat` calls."""
     found = []
     for _ in range(repeat):
-        gc.collect()
         start = time.perf_counter()
         fn()
         found.append(time.perf_counter() - start)

@@ -21,6 +21,7 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError, DataFileError
+from cds_service.gc_tuning import tune_gc
 from cds_service.ops.multiproc import enable as enable_multiprocess_metrics
 from cds_service.state import get_state
 
@@ -45,6 +46,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
     def _post_fork(self, server: Any, worker: Any) -> None:
         # Database connections pooled in the master must not be shared with the forked workers.
         get_state(self.application).feedback.dispose()
+        tune_gc()
 
     def load(self) -> Flask:
         return self.application
