@@ -41,6 +41,7 @@ class ObservationNormalizer:
         self.fallback_analytes: set[str] = set()
         self._ranges: dict[tuple[Any, ...], tuple[float | None, float | None, Any]] = {}
         self._conversions: dict[tuple[str, str], Linear] = {}
+        self._text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
         self._canonical = {name: str(spec["canonical_unit"]) for name, spec in kb.analytes.items()}
 
     def normalize(self, observations: list[dict[str, Any]]) -> dict[str, list[LabValue]]:
@@ -76,12 +77,22 @@ class ObservationNormalizer:
                     hit = index.get(code) if isinstance(code, str) else None
                     if hit is not None:
                         return hit.analyte, code, hit.fasting  # type: ignore[return-value]
-        if self.kb.analyte_text:
-            text = concept_text(concept)
-            if text:
-                for analyte, matcher in self.kb.analyte_text.items():
-                    if matcher.matches(text):
-                        return analyte, "(text)", False
+        if self.kb.analyte_text and isinstance(concept, dict):
+            # The same unmapped code (e.g. a blood-pressure panel) repeats: match its text once.
+            key = _concept_key(concept, items)
+            if key is None:
+                return self._match_text(concept)
+            if key not in self._text_hits:
+                self._text_hits[key] = self._match_text(concept)
+            return self._text_hits[key]
+        return None
+
+    def _match_text(self, concept: Any) -> tuple[str, str, bool] | None:
+        text = concept_text(concept)
+        if text:
+            for analyte, matcher in self.kb.analyte_text.items():
+                if matcher.matches(text):
+                    return analyte, "(text)", False
         return None
 
     def _one(self, resource: dict[str, Any]) -> list[LabValue]:
@@ -229,6 +240,21 @@ class ObservationNormalizer:
             return self.kb.units.convert(analyte, value, unit)
         except UnitError:
             return None
+
+
+def _concept_key(concept: dict[str, Any], items: Any) -> tuple[Any, ...] | None:
+    """What text matching depends on (code.text and each coding's code and display), when hashable."""
+    codings = (
+        tuple((c.get("code"), c.get("display")) for c in items if type(c) is dict)
+        if type(items) is list
+        else ()
+    )
+    key = (concept.get("text"), codings)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _range_key(analyte: str, unit: str, ranges: list[Any]) -> tuple[Any, ...] | None:
