@@ -71,7 +71,7 @@ def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
     produced = {p.relative_to(tmp_path) for p in written}
     checked_in = {
         p.relative_to(FIXTURES_DIR)
-        for sub in ("scenarios", "population")
+        for sub in ("scenarios", "population", "hooks")
         for p in (FIXTURES_DIR / sub).glob("*.json")
     }
     assert produced == checked_in, "run `python -m fixtures.generate` (stale or missing files)"
