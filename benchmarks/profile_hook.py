@@ -26,8 +26,9 @@ def main() -> int:
     sys.path.insert(0, str(root))
     for name in [m for m in sys.modules if m.startswith("cds_service")]:
         del sys.modules[name]
-    from cds_service.app import create_app
     from pyinstrument import Profiler
+
+    from cds_service.app import create_app
 
     app = create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/f.sqlite3"})
     client = app.test_client()
