@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -31,7 +30,6 @@ from cds_service.feedback_store import FeedbackStore
 from tests.plugins.fhir_stack import free_port
 
 BUDGET_S = 170
-DEFAULT_PORT = 8080
 
 
 @dataclass
@@ -47,23 +45,13 @@ class MakeRun:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def choose_port(makefile: Path) -> tuple[int, list[str]]:
-    """(port, extra make arguments): a free port through PORT if the Makefile has it, else 8080."""
-    if re.search(r"^PORT\s*\?=", makefile.read_text(encoding="utf-8"), re.MULTILINE):
-        port = free_port()
-        return port, [f"PORT={port}"]
-    if not port_is_free(DEFAULT_PORT):
-        pytest.skip("the Makefile has no PORT variable and port 8080 is taken (add `PORT ?= 8080`)")
-    return DEFAULT_PORT, []
+    """(port, extra make arguments): a free port through the Makefile's PORT variable."""
+    assert re.search(r"^PORT\s*\?=", makefile.read_text(encoding="utf-8"), re.MULTILINE), (
+        "the Makefile must let `make run` take PORT (PORT ?= 8080)"
+    )
+    port = free_port()
+    return port, [f"PORT={port}"]
 
 
 def clean_environment() -> dict[str, str]:
@@ -101,8 +89,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
-    if shutil.which("make") is None or shutil.which("git") is None:
-        pytest.skip("needs make and git")
+    assert shutil.which("make") and shutil.which("git"), "the first-run test needs make and git"
     started = time.monotonic()
     clone = tmp_path_factory.mktemp("first-run") / "clone"
     subprocess.run(["git", "clone", "--quiet", str(PROJECT_ROOT), str(clone)], check=True, timeout=120)
