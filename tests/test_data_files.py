@@ -166,3 +166,11 @@ def test_unknown_citation_is_rejected(mappings_copy: Path) -> None:
     edit(mappings_copy / "criteria" / "shah.yaml", lambda d: d.update(citation="nobody2099"))
     with pytest.raises(DataFileError, match="nobody2099"):
         load_knowledge(mappings_copy)
+
+
+def test_a_criteria_file_missing_a_section_fails_at_load(mappings_copy: Path) -> None:
+    edit(mappings_copy / "criteria" / "hscore.yaml", lambda d: d.pop("probability_table"))
+    with pytest.raises(DataFileError) as info:
+        load_knowledge(mappings_copy)
+    assert info.value.path.endswith("hscore.yaml")
+    assert "probability_table" in info.value.problem

@@ -106,7 +106,6 @@ class Knowledge:
     ctcae: dict[str, Any]
     engine_defaults: dict[str, Any]
     citations: dict[str, dict[str, Any]]
-    unverified: list[str] = field(default_factory=list)
     _thresholds: dict[tuple[Any, ...], Threshold] = field(default_factory=dict)
 
     def threshold(self, analyte: str, spec: dict[str, Any], source: str = "") -> Threshold:
