@@ -93,7 +93,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8080, dev: bool = False, workers: int | None = None) -> int:
     """Run the service until stopped; returns the process exit code (2 on bad configuration)."""
-    from cds_service.app import DEV_MODE_WARNING, create_app
+    from cds_service.app import DEV_MODE_AUTH_WARNING, DEV_MODE_WARNING, create_app
 
     if dev:
         os.environ["CDS_DEV_MODE"] = "1"
@@ -106,7 +106,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, dev: bool = False, workers:
         return 2
     settings = get_state(app).settings
     if settings.dev_mode:
-        print(f"\n{'!' * 100}\n!! {DEV_MODE_WARNING}\n{'!' * 100}\n", file=sys.stderr, flush=True)
+        warning = DEV_MODE_AUTH_WARNING if settings.trusted_clients_configured else DEV_MODE_WARNING
+        print(f"\n{'!' * 100}\n!! {warning}\n{'!' * 100}\n", file=sys.stderr, flush=True)
     print(banner(settings, host, port), flush=True)
     GunicornServer(app, gunicorn_options(settings, host, port, workers)).run()
     return 0
