@@ -118,6 +118,7 @@ def _warm_up() -> None:
     content) before gunicorn forks, so no worker's first hook call is slow."""
     for schema in validation.SCHEMAS:
         validation.validator(schema)
+        validation.fast_validator(schema)
     load_card_content()
     evaluate({"patient": None})
 

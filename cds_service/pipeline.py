@@ -19,7 +19,7 @@ from cds_service.engine import EvaluationResult, evaluate
 from cds_service.hook_request import HookRequest
 from cds_service.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
 from cds_service.services import ServiceDefinition
-from cds_service.validation import json_path, validator
+from cds_service.validation import fast_validator, first_error, json_path, validator
 
 log = logging.getLogger("cds_service.pipeline")
 Timer = Callable[[str], AbstractContextManager[None]]
@@ -81,10 +81,11 @@ def render_cards(
 
 def check_response(response: dict[str, Any]) -> None:
     """Raise InvalidResponse if `response` breaks the cds-response schema; logs paths, never card text."""
+    if fast_validator("cds-response").is_valid(response):
+        return
     problems = [
         f"{json_path(e.absolute_path) or '$'}: {e.validator}"
         for e in validator("cds-response").iter_errors(response)
-    ]
-    if problems:
-        log.error("response failed the cds-response schema", extra={"problems": problems[:20]})
-        raise InvalidResponse("; ".join(problems[:5]))
+    ] or [first_error("cds-response", response)[0]]
+    log.error("response failed the cds-response schema", extra={"problems": problems[:20]})
+    raise InvalidResponse("; ".join(problems[:5]))

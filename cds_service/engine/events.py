@@ -25,6 +25,8 @@ def excluded(resource: dict[str, Any]) -> bool:
     """Status in EXCLUDED, or a status that is not a code at all (malformed input is never trusted)."""
     status = resource.get("status")
     return (status is not None and type(status) is not str) or status in EXCLUDED
+
+
 MED_TIME_FIELDS = {
     "MedicationAdministration": ("effectiveDateTime", "effectivePeriod"),
     "MedicationRequest": ("authoredOn",),

@@ -7,7 +7,8 @@ excludes the value and records a DataIssue; nothing is guessed.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from cds_service.engine.catalog import LOINC, UCUM
@@ -19,6 +20,9 @@ from cds_service.engine.units import Linear, UnitError
 EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 FLAGGED_STATUSES = frozenset({"preliminary", "registered", "unknown"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
+_TIME = attrgetter("time")
+_FROMISO = datetime.fromisoformat
+_NO_QUANTITY: dict[str, Any] = {}
 
 
 def _unit_of(quantity: dict[str, Any]) -> str | None:
@@ -43,26 +47,32 @@ class ObservationNormalizer:
         self._conversions: dict[tuple[str, str], Linear] = {}
         self._text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
         self._canonical = {name: str(spec["canonical_unit"]) for name, spec in kb.analytes.items()}
+        self._loinc = kb.loinc_index
 
     def normalize(self, observations: list[dict[str, Any]]) -> dict[str, list[LabValue]]:
         labs: dict[str, list[LabValue]] = defaultdict(list)
         seen: dict[tuple[str, datetime, float], str] = {}
+        found: list[LabValue] = []
+        one = self._one
         for resource in observations:
-            for lab in self._one(resource):
+            one(resource, found)
+            for lab in found:  # usually one value; duplicates are reported where they occur
                 key = (lab.analyte, lab.time, lab.value)
-                if key in seen:
+                size = len(seen)
+                first = seen.setdefault(key, lab.resource_id)
+                if len(seen) == size:
                     self.issues.append(
                         DataIssue(
                             lab.resource_id,
-                            f"duplicate of {seen[key]} (same analyte, time and value)",
+                            f"duplicate of {first} (same analyte, time and value)",
                             severity="flagged",
                         )
                     )
                     continue
-                seen[key] = lab.resource_id
                 labs[lab.analyte].append(lab)
+            found.clear()
         for values in labs.values():
-            values.sort(key=lambda lab: lab.time)
+            values.sort(key=_TIME)  # stable: equal times keep their input order
         return labs
 
     def _analyte(self, concept: Any) -> tuple[str, str, bool] | None:
@@ -95,30 +105,43 @@ class ObservationNormalizer:
                     return analyte, "(text)", False
         return None
 
-    def _one(self, resource: dict[str, Any]) -> list[LabValue]:
-        mapped = self._analyte(resource.get("code"))
+    def _one(self, resource: dict[str, Any], found: list[LabValue]) -> None:
+        # Hot path (thousands of Observations per hook): the common shape (a LOINC coding first, an
+        # effectiveDateTime) is read inline; everything else goes through the general helpers.
+        concept = resource.get("code")
+        mapped = None
+        if type(concept) is dict:
+            items = concept.get("coding")
+            if type(items) is list and items:
+                first = items[0]
+                if type(first) is dict and first.get("system") == LOINC:
+                    code = first.get("code")
+                    if isinstance(code, str):
+                        hit = self._loinc.get(code)
+                        if hit is not None:
+                            mapped = (hit.analyte, code, hit.fasting)
+        if mapped is None:
+            mapped = self._analyte(concept)
         components = resource.get("component")
         mapped_components: list[tuple[int, dict[str, Any], tuple[str, str, bool]]] = []
         if type(components) is list:
             for index, component in enumerate(components):
                 if isinstance(component, dict):
-                    hit = self._analyte(component.get("code"))
-                    if hit is not None:
-                        mapped_components.append((index, component, hit))
+                    hit_component = self._analyte(component.get("code"))
+                    if hit_component is not None:
+                        mapped_components.append((index, component, hit_component))
         if mapped is None and not mapped_components:
-            return []
-        key = (
-            f"Observation/{resource.get('id')}" if type(resource.get("id")) is str else resource_key(resource)
-        )
+            return
+        rid = resource.get("id")
+        key = f"Observation/{rid}" if type(rid) is str else resource_key(resource)
         status = resource.get("status")
         if status is not None and type(status) is not str:  # a list or object is not a code (unhashable)
             self.issues.append(DataIssue(key, "status is not a code: excluded", path="status"))
-            return []
+            return
         if status in EXCLUDED_STATUSES:
             self.issues.append(DataIssue(key, f"status '{status}': excluded"))
-            return []
-        effective = resource.get("effectiveDateTime")
-        time = parse_datetime(effective) if type(effective) is str else None
+            return
+        time = _instant(resource.get("effectiveDateTime"))
         if time is None:
             time = period_start(
                 resource, "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued"
@@ -127,21 +150,21 @@ class ObservationNormalizer:
             self.issues.append(
                 DataIssue(key, "no usable effective time or issued: excluded", path="effective[x]")
             )
-            return []
+            return
         preliminary = status in FLAGGED_STATUSES
         if preliminary:
             self.issues.append(DataIssue(key, f"status '{status}': used but flagged", severity="flagged"))
-        found: list[LabValue] = []
         if mapped is not None:
             lab = self._value(key, "", resource, resource, mapped, time, preliminary)
             if lab is not None:
                 found.append(lab)
-        for index, component, hit in mapped_components:
+        for index, component, hit_component in mapped_components:
             path = f"component[{index}]."
-            lab = self._value(f"{key}#{path[:-1]}", path, resource, component, hit, time, preliminary)
+            lab = self._value(
+                f"{key}#{path[:-1]}", path, resource, component, hit_component, time, preliminary
+            )
             if lab is not None:
                 found.append(lab)
-        return found
 
     def _value(
         self,
@@ -201,12 +224,17 @@ class ObservationNormalizer:
         ranges = holder.get("referenceRange")
         if type(ranges) is list and ranges:
             key = _range_key(analyte, unit, ranges)
+            found = None
             if key is not None:
                 # Reference ranges repeat across a patient's results: convert each distinct one once.
-                cached = self._ranges.get(key)
-                if cached is None:
-                    cached = self._ranges[key] = self._convert_range(analyte, ranges, unit)
-                found = cached
+                try:
+                    found = self._ranges.get(key)
+                except TypeError:  # a value that is not a JSON scalar (unhashable): no caching
+                    key = None
+                if found is None:
+                    found = self._convert_range(analyte, ranges, unit)
+                    if key is not None:
+                        self._ranges[key] = found
             else:
                 found = self._convert_range(analyte, ranges, unit)
             if found[2] == "observation":
@@ -258,7 +286,7 @@ def _concept_key(concept: dict[str, Any], items: Any) -> tuple[Any, ...] | None:
 
 
 def _range_key(analyte: str, unit: str, ranges: list[Any]) -> tuple[Any, ...] | None:
-    """A hashable key for a single reference range of plain quantities (None when unusual)."""
+    """A key for a single reference range of plain quantities (None when unusual; may be unhashable)."""
     if len(ranges) != 1:
         return None
     entry = ranges[0]
@@ -266,15 +294,27 @@ def _range_key(analyte: str, unit: str, ranges: list[Any]) -> tuple[Any, ...] | 
         return None
     low = entry.get("low")
     high = entry.get("high")
-    if (low is not None and type(low) is not dict) or (high is not None and type(high) is not dict):
+    if low is None:
+        low = _NO_QUANTITY
+    elif type(low) is not dict:
         return None
-    key = (
+    if high is None:
+        high = _NO_QUANTITY
+    elif type(high) is not dict:
+        return None
+    return (
         analyte, unit,
-        low and low.get("value"), low and low.get("code"), low and low.get("unit"),
-        high and high.get("value"), high and high.get("code"), high and high.get("unit"),
+        low.get("value"), low.get("code"), low.get("unit"), low.get("system"),
+        high.get("value"), high.get("code"), high.get("unit"), high.get("system"),
     )  # fmt: skip
-    try:
-        hash(key)
-    except TypeError:
+
+
+def _instant(value: Any) -> datetime | None:
+    """parse_datetime with the full-timestamp case first (the common one on the hot path)."""
+    if type(value) is not str:
         return None
-    return key
+    try:
+        parsed = _FROMISO(value)
+    except ValueError:
+        return parse_datetime(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
