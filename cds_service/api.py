@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service import validation
 from cds_service.errors import NotFound
 from cds_service.feedback_store import record_from_item
+from cds_service.gc_tuning import COLLECTOR_HOLD
 from cds_service.hook_request import parse_hook_request, parse_json_body
 from cds_service.observability import annotate, request_started_at, timed
 from cds_service.pipeline import HookEnvironment, run_hook
@@ -36,6 +37,21 @@ def authenticate_client() -> None:
         identity = current_app.config["CLIENT_AUTH"](request, public_base_url() + request.path)
     g.client = identity
     annotate(client=identity.issuer)
+
+
+@bp.before_request
+def hold_collector() -> None:
+    """Hook calls run with the cyclic collector held off (cds_service.gc_tuning: why, and the backstop)."""
+    if request.endpoint == "cds.invoke":
+        COLLECTOR_HOLD.enter()
+        g.collector_held = True
+
+
+@bp.teardown_request
+def release_collector(_error: BaseException | None) -> None:
+    # Teardown runs after the view's locals (the parsed request) are gone, also when the view raised.
+    if g.pop("collector_held", False):
+        COLLECTOR_HOLD.exit()
 
 
 @bp.get("/cds-services")

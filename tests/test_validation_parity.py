@@ -108,7 +108,9 @@ def test_pattern_edge_cases_agree(text: str) -> None:
     agree("cds-request", body)
 
 
-@pytest.mark.parametrize("stamp", ["2026-11-24T10:00:00Z", "2026-11-24T10:00:00+01:00", "٢٠٢٦-11-24T10:00:00Z"])
+@pytest.mark.parametrize(
+    "stamp", ["2026-11-24T10:00:00Z", "2026-11-24T10:00:00+01:00", "٢٠٢٦-11-24T10:00:00Z"]
+)
 def test_feedback_timestamp_patterns_agree(stamp: str) -> None:
     document = {"feedback": [{"card": "c", "outcome": "overridden", "outcomeTimestamp": stamp}]}
     agree("feedback", document)

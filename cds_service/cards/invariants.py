@@ -19,16 +19,34 @@ class CardInvariantError(ValueError):
     """A rendered card breaks a CDS Hooks rule; the message names the JSON path."""
 
 
+def _has_empty(value: Any) -> bool:
+    """Whether any element of `value` is null or empty; no paths built (the common, passing case)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value
+    if isinstance(value, dict):
+        return not value or any(_has_empty(item) for item in value.values())
+    if isinstance(value, list):
+        return not value or any(_has_empty(item) for item in value)
+    return False
+
+
 def _no_empty(value: Any, path: str) -> None:
     """JSON elements are never null or empty ("", [], {}) (spec 1.1)."""
+    if _has_empty(value):
+        _find_empty(value, path)
+
+
+def _find_empty(value: Any, path: str) -> None:
     if value is None or (isinstance(value, str | list | dict) and len(value) == 0):
         raise CardInvariantError(f"{path}: null or empty")
     if isinstance(value, dict):
         for key, item in value.items():
-            _no_empty(item, f"{path}.{key}")
+            _find_empty(item, f"{path}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _no_empty(item, f"{path}[{index}]")
+            _find_empty(item, f"{path}[{index}]")
 
 
 def _require(condition: bool, path: str, problem: str) -> None:

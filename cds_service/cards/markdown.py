@@ -8,6 +8,7 @@ value cannot inject a tag or a link. Structure (headings, bullets, tables, citat
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -16,6 +17,7 @@ _PUNCTUATION = "\\`*_[]|~#"
 _ESCAPES = str.maketrans({**_ENTITIES, **{char: "\\" + char for char in _PUNCTUATION}})
 
 
+@lru_cache(maxsize=8192)  # most text is template wording, the same on every card
 def md(text: str) -> str:
     """Escape `text` for use inside a Markdown paragraph, list item or table cell (one line)."""
     return " ".join(text.split()).translate(_ESCAPES)

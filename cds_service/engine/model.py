@@ -10,6 +10,9 @@ Status = Literal["met", "not-met", "unknown"]
 FindingState = Literal["present", "absent", "unknown"]
 
 
+RangeSource = Literal["observation", "fallback", "none"]
+
+
 @dataclass(slots=True)
 class LabValue:
     """One normalized measurement in its analyte's canonical unit.
@@ -29,7 +32,7 @@ class LabValue:
     comparator: str | None = None
     low: float | None = None
     high: float | None = None
-    range_source: Literal["observation", "fallback", "none"] = "none"
+    range_source: RangeSource = "none"
     preliminary: bool = False
     fasting: bool = False
     scale: float = field(default=1.0, metadata={"json": False})  # canonical units per reported unit

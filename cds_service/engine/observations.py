@@ -14,7 +14,7 @@ from typing import Any
 from cds_service.engine.catalog import LOINC, UCUM
 from cds_service.engine.fhirutil import concept_text, number, parse_datetime, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
-from cds_service.engine.model import DataIssue, LabValue
+from cds_service.engine.model import DataIssue, LabValue, RangeSource
 from cds_service.engine.units import Linear, UnitError
 
 EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
@@ -23,6 +23,7 @@ COMPARATORS = frozenset({"<", "<=", ">", ">="})
 _TIME = attrgetter("time")
 _FROMISO = datetime.fromisoformat
 _NO_QUANTITY: dict[str, Any] = {}
+_NONE: list[Any] = []  # shared empty list for the common Observation without components (never mutated)
 
 
 def _unit_of(quantity: dict[str, Any]) -> str | None:
@@ -123,8 +124,9 @@ class ObservationNormalizer:
         if mapped is None:
             mapped = self._analyte(concept)
         components = resource.get("component")
-        mapped_components: list[tuple[int, dict[str, Any], tuple[str, str, bool]]] = []
+        mapped_components: list[tuple[int, dict[str, Any], tuple[str, str, bool]]] = _NONE
         if type(components) is list:
+            mapped_components = []
             for index, component in enumerate(components):
                 if isinstance(component, dict):
                     hit_component = self._analyte(component.get("code"))
@@ -207,7 +209,14 @@ class ObservationNormalizer:
                 self._issue(key, problem, f"{path}valueQuantity.code")
                 return None
         comparator = quantity.get("comparator")
-        low, high, range_source = self._range(analyte, holder, resource, unit)
+        ranges = holder.get("referenceRange")
+        range_source: RangeSource
+        if ranges is None and analyte in self.kb.ranges:  # common for vital signs: skip the call
+            low, high = self.kb.ranges[analyte]
+            range_source = "fallback"
+            self.fallback_analytes.add(analyte)
+        else:
+            low, high, range_source = self._range(analyte, holder, resource, unit)
         value = raw if conversion.scale == 1.0 and conversion.offset == 0.0 else conversion.apply(raw)
         return LabValue(
             analyte, value, self._canonical[analyte], time, key, code, raw, unit,

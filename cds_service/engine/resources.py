@@ -49,6 +49,9 @@ class ResourceSet:
                 return
             self._add_bundle(resource, where, depth + 1)
             return
+        self._keep(resource, rtype)
+
+    def _keep(self, resource: dict[str, Any], rtype: str) -> None:
         self.seen += 1
         if rtype not in USED_TYPES:
             return
@@ -73,7 +76,15 @@ class ResourceSet:
         if not isinstance(entries, list):
             self.issues.append(DataIssue(where, "Bundle.entry is not an array"))
             return
+        keep = self._keep
         for index, entry in enumerate(entries):
+            # Hot path: a plain resource entry needs no location string (only issues name one).
+            resource = entry.get("resource") if type(entry) is dict else None
+            if type(resource) is dict:
+                rtype = resource.get("resourceType")
+                if type(rtype) is str and rtype != "Bundle":
+                    keep(resource, rtype)
+                    continue
             if not isinstance(entry, dict) or "resource" not in entry:
                 self.issues.append(DataIssue(f"{where}.entry[{index}]", "entry has no resource"))
                 continue
