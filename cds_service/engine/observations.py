@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from cds_service.engine.catalog import LOINC, UCUM
 from cds_service.engine.fhirutil import concept_text, number, parse_datetime, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import DataIssue, LabValue, RangeSource
+from cds_service.engine.typed import Coding, Quantity, ReferenceRange, TypedObservation, as_dict
 from cds_service.engine.units import Linear, UnitError
 
 EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
@@ -23,6 +27,23 @@ COMPARATORS = frozenset({"<", "<=", ">", ">="})
 _TIME = attrgetter("time")
 _FROMISO = datetime.fromisoformat
 _NO_QUANTITY: dict[str, Any] = {}
+_UCUM_OR_UNSET = frozenset({UCUM, UNSET})
+_NOT_PLAIN_STATUSES = EXCLUDED_STATUSES | FLAGGED_STATUSES
+
+
+class _Recipe(NamedTuple):
+    """Everything about a typed Observation that depends only on its LOINC code and unit."""
+
+    analyte: str
+    code: str
+    unit: str
+    canonical: str
+    conversion: Linear
+    identity: bool  # the unit is the canonical one: values pass through unchanged
+    fasting: bool
+    without_range: tuple[float | None, float | None, RangeSource]  # when the Observation has none
+
+
 _NONE: list[Any] = []  # shared empty list for the common Observation without components (never mutated)
 
 
@@ -49,8 +70,10 @@ class ObservationNormalizer:
         self._text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
         self._canonical = {name: str(spec["canonical_unit"]) for name, spec in kb.analytes.items()}
         self._loinc = kb.loinc_index
+        self._recipes: dict[tuple[Any, Any], _Recipe] = {}
+        self._typed_ranges: dict[tuple[str, str, ReferenceRange], tuple[float | None, float | None, Any]] = {}
 
-    def normalize(self, observations: list[dict[str, Any]]) -> dict[str, list[LabValue]]:
+    def normalize(self, observations: list[Any]) -> dict[str, list[LabValue]]:
         labs: dict[str, list[LabValue]] = defaultdict(list)
         seen: dict[tuple[str, datetime, float], str] = {}
         found: list[LabValue] = []
@@ -106,9 +129,13 @@ class ObservationNormalizer:
                     return analyte, "(text)", False
         return None
 
-    def _one(self, resource: dict[str, Any], found: list[LabValue]) -> None:
+    def _one(self, resource: Any, found: list[LabValue]) -> None:
         # Hot path (thousands of Observations per hook): the common shape (a LOINC coding first, an
         # effectiveDateTime) is read inline; everything else goes through the general helpers.
+        if type(resource) is TypedObservation:
+            if self._typed(resource, found):
+                return
+            resource = as_dict(resource)  # not the plain shape: the general path decides, as for JSON
         concept = resource.get("code")
         mapped = None
         if type(concept) is dict:
@@ -167,6 +194,91 @@ class ObservationNormalizer:
             )
             if lab is not None:
                 found.append(lab)
+
+    def _typed(self, observation: TypedObservation, found: list[LabValue]) -> bool:
+        """The plain shape, already type-checked by the decoder: one LOINC-coded numeric value with an
+        effectiveDateTime, a UCUM unit, no components, a status that is neither excluded nor flagged.
+        Returns False, having done nothing, for anything else: the general path then decides (and reports).
+        Everything that depends only on the code and unit is looked up once per pair (_Recipe)."""
+        code, quantity = observation.code, observation.valueQuantity
+        if code is UNSET or quantity is UNSET or observation.component is not UNSET:
+            return False
+        codings = code.coding
+        if codings is UNSET or not codings or observation.status in _NOT_PLAIN_STATUSES:
+            return False
+        first = codings[0]
+        recipe = self._recipes.get((first.code, quantity.code)) if first.system == LOINC else None
+        if recipe is None and (first.system != LOINC or (recipe := self._recipe(first, quantity)) is None):
+            return False
+        raw, effective, rid = quantity.value, observation.effectiveDateTime, observation.id
+        if (
+            isinstance(raw, UnsetType)
+            or isinstance(effective, UnsetType)
+            or isinstance(rid, UnsetType)
+            or not -1e15 < raw < 1e15
+            or quantity.system not in _UCUM_OR_UNSET
+        ):
+            return False
+        try:
+            time = _FROMISO(effective)
+        except ValueError:
+            return False
+        if time.tzinfo is None:
+            time = time.replace(tzinfo=UTC)
+        ranges = observation.referenceRange
+        if ranges is UNSET or not ranges:
+            low, high, range_source = recipe.without_range
+        elif len(ranges) == 1:
+            low, high, range_source = self._typed_range(recipe, ranges[0])
+        else:
+            return False
+        if range_source == "fallback":
+            self.fallback_analytes.add(recipe.analyte)
+        comparator = quantity.comparator
+        found.append(
+            LabValue(
+                recipe.analyte, raw if recipe.identity else recipe.conversion.apply(raw), recipe.canonical,
+                time, f"Observation/{rid}", recipe.code, raw, recipe.unit,
+                comparator if comparator in COMPARATORS else None,
+                low, high, range_source, False, recipe.fasting, recipe.conversion.scale,
+            )
+        )  # fmt: skip
+        return True
+
+    def _recipe(self, coding: Coding, quantity: Quantity) -> _Recipe | None:
+        """What a (LOINC code, unit) pair maps to, or None if the general path must decide."""
+        code, unit = coding.code, quantity.code
+        if isinstance(code, UnsetType) or isinstance(unit, UnsetType):
+            return None
+        hit = self._loinc.get(code)
+        if hit is None:
+            return None
+        analyte = hit.analyte
+        conversion = self._conversions.get((analyte, unit))
+        if conversion is None:
+            try:
+                conversion = self._conversions[(analyte, unit)] = self.kb.units.conversion(analyte, unit)
+            except UnitError:
+                return None  # the general path reports it
+        fallback = self.kb.ranges.get(analyte)
+        recipe = _Recipe(
+            analyte, code, unit, self._canonical[analyte], conversion,
+            conversion.scale == 1.0 and conversion.offset == 0.0, hit.fasting,
+            (None, None, "none") if fallback is None else (fallback[0], fallback[1], "fallback"),
+        )  # fmt: skip
+        self._recipes[(code, unit)] = recipe
+        return recipe
+
+    def _typed_range(
+        self, recipe: _Recipe, entry: ReferenceRange
+    ) -> tuple[float | None, float | None, RangeSource]:
+        """The Observation's own range (converted once per distinct range), else the recipe's fallback."""
+        key = (recipe.analyte, recipe.unit, entry)  # decoded ranges are frozen: hashable by value
+        found = self._typed_ranges.get(key)
+        if found is None:
+            found = self._convert_range(recipe.analyte, [msgspec.to_builtins(entry)], recipe.unit)
+            self._typed_ranges[key] = found
+        return found if found[2] == "observation" else recipe.without_range
 
     def _value(
         self,

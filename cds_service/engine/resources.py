@@ -7,6 +7,7 @@ from typing import Any
 
 from cds_service.engine.fhirutil import parse_datetime
 from cds_service.engine.model import DataIssue
+from cds_service.engine.typed import TypedObservation, as_dict, typed_meta
 from cds_service.errors import InputError
 
 # Bundles inside Bundles (e.g. a searchset of collections) are read, but only this deep: the input comes
@@ -30,12 +31,16 @@ class ResourceSet:
     """Resources by type, after de-duplication, plus the issues met while collecting them."""
 
     def __init__(self) -> None:
-        self.by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # Resources are JSON objects, except Observations decoded on the hook fast path (TypedObservation).
+        self.by_type: dict[str, list[Any]] = defaultdict(list)
         self.issues: list[DataIssue] = []
         self.seen = 0
-        self._by_key: dict[str, dict[str, Any]] = {}
+        self._by_key: dict[str, Any] = {}
 
     def add(self, resource: Any, where: str, depth: int = 0) -> None:
+        if type(resource) is TypedObservation:  # decoded on the hook fast path (engine.typed)
+            self._keep(resource, "Observation")
+            return
         if not isinstance(resource, dict):
             self.issues.append(DataIssue(where, "entry is not a JSON object"))
             return
@@ -51,11 +56,11 @@ class ResourceSet:
             return
         self._keep(resource, rtype)
 
-    def _keep(self, resource: dict[str, Any], rtype: str) -> None:
+    def _keep(self, resource: Any, rtype: str) -> None:
         self.seen += 1
         if rtype not in USED_TYPES:
             return
-        rid = resource.get("id")
+        rid = resource.id if type(resource) is TypedObservation else resource.get("id")
         if isinstance(rid, str):
             key = f"{rtype}/{rid}"
             previous = self._by_key.get(key)
@@ -80,6 +85,9 @@ class ResourceSet:
         for index, entry in enumerate(entries):
             # Hot path: a plain resource entry needs no location string (only issues name one).
             resource = entry.get("resource") if type(entry) is dict else None
+            if type(resource) is TypedObservation:
+                keep(resource, "Observation")
+                continue
             if type(resource) is dict:
                 rtype = resource.get("resourceType")
                 if type(rtype) is str and rtype != "Bundle":
@@ -91,11 +99,14 @@ class ResourceSet:
             self.add(entry["resource"], f"{where}.entry[{index}].resource", depth)
 
     def resource(self, reference: str) -> dict[str, Any] | None:
-        return self._by_key.get(reference)
+        found = self._by_key.get(reference)
+        if type(found) is TypedObservation:
+            return as_dict(found)
+        return found if isinstance(found, dict) else None
 
 
-def _last_updated(resource: dict[str, Any]) -> str:
-    meta = resource.get("meta")
+def _last_updated(resource: Any) -> str:
+    meta = typed_meta(resource) if type(resource) is TypedObservation else resource.get("meta")
     stamp = meta.get("lastUpdated") if isinstance(meta, dict) else None
     parsed = parse_datetime(stamp)
     return parsed.isoformat() if parsed else ""

@@ -1,0 +1,69 @@
+"""Observation as the engine reads it, typed as FHIR R4 defines it, for decoding straight from bytes.
+
+The hook fast path (cds_service.typed_request) decodes prefetched Observations into these msgspec
+structs: the elements below are parsed and type-checked in C while decoding, every other element of the
+Observation (category, subject, performer, narrative, ...) is skipped without building Python objects.
+A request whose Observations do not fit these types (a number where FHIR has a string, ...) is not
+decoded this way at all: it takes the lenient dict path, which reports such values as data issues.
+
+Every element the lenient normalizer (cds_service.engine.observations) reads must be declared here:
+tests/test_typed_request.py records the elements it reads and compares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+
+class Coding(msgspec.Struct):
+    system: str | UnsetType = UNSET
+    code: str | UnsetType = UNSET
+    display: str | UnsetType = UNSET
+
+
+class CodeableConcept(msgspec.Struct):
+    coding: list[Coding] | UnsetType = UNSET
+    text: str | UnsetType = UNSET
+
+
+class Quantity(msgspec.Struct, frozen=True):  # frozen: hashable, so equal ranges share one conversion
+    value: int | float | UnsetType = UNSET  # int stays int: the reported value is echoed as sent
+    comparator: str | UnsetType = UNSET
+    unit: str | UnsetType = UNSET
+    system: str | UnsetType = UNSET
+    code: str | UnsetType = UNSET
+
+
+class ReferenceRange(msgspec.Struct, frozen=True):
+    low: Quantity | UnsetType = UNSET
+    high: Quantity | UnsetType = UNSET
+
+
+class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceType"):
+    """The Observation elements the engine reads; components and periods stay plain JSON (rare)."""
+
+    id: str | UnsetType = UNSET
+    meta: Any = UNSET
+    status: str | UnsetType = UNSET
+    code: CodeableConcept | UnsetType = UNSET
+    component: Any = UNSET
+    effectiveDateTime: str | UnsetType = UNSET
+    effectiveInstant: Any = UNSET
+    effectivePeriod: Any = UNSET
+    issued: Any = UNSET
+    valueQuantity: Quantity | UnsetType = UNSET
+    dataAbsentReason: Any = UNSET
+    referenceRange: list[ReferenceRange] | UnsetType = UNSET
+
+
+def as_dict(observation: TypedObservation) -> dict[str, Any]:
+    """The same Observation as plain JSON (the declared elements), for the lenient path."""
+    document: dict[str, Any] = msgspec.to_builtins(observation)
+    return document
+
+
+def typed_meta(observation: TypedObservation) -> Any:
+    return None if observation.meta is UNSET else observation.meta

@@ -1,0 +1,145 @@
+"""The fast path for reading a hook request: decode the bytes with types, not into generic JSON.
+
+A CAR-T stay sends thousands of Observations; building a Python dict for every element of every one of them
+(category, subject, narrative, performer, ...) costs more than everything the engine then does with them.
+Here msgspec decodes the request against typed structs in one pass: Observations become
+`engine.typed.TypedObservation` (only the elements the engine reads, type-checked while decoding, the rest
+skipped), Bundles and the other resource types the engine reads become the same JSON objects the lenient
+path would build (every FHIR R4 element declared, from schemas/fhir-r4-elements.json, so nothing is lost).
+
+Anything this path does not recognise exactly (malformed JSON, an element of the wrong type, a resource
+type or element outside the declared ones, an unknown top-level field) makes `decode` return None, and the
+caller reads the request the general way (orjson, then schema and lenient checks), which decides the
+answer. So the fast path only ever handles documents the general path would read the same way; the
+hook fixtures are answered identically on both paths (tests/test_typed_request.py).
+
+One documented difference: an integer too large for 64 bits inside an untyped element stays an integer
+here, where orjson reads it as a float.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from cds_service.engine.typed import TypedObservation
+
+ELEMENTS_FILE = Path(__file__).resolve().parent / "schemas" / "fhir-r4-elements.json"
+REQUEST_FIELDS = ("hook", "hookInstance", "context", "prefetch", "fhirServer", "fhirAuthorization")
+
+
+def _elements() -> dict[str, list[str]]:
+    elements: dict[str, list[str]] = json.loads(ELEMENTS_FILE.read_text(encoding="utf-8"))["elements"]
+    return elements
+
+
+def _untyped(name: str, fields: list[str], **options: Any) -> Any:
+    """A struct with every listed element as plain JSON, absent ones UNSET; unknown elements refused."""
+    return msgspec.defstruct(
+        name, [(field, Any, UNSET) for field in fields], forbid_unknown_fields=True, **options
+    )
+
+
+# The resource union, referred to by name from BundleEntry.resource (Bundles nest): set by _decoder().
+Resource: Any = None
+
+
+@cache
+def _decoder() -> msgspec.json.Decoder[Any]:
+    global Resource
+    elements = _elements()
+    others = [
+        _untyped(name, fields, tag=name, tag_field="resourceType")
+        for name, fields in elements.items()
+        if "." not in name and name != "Bundle"
+    ]
+    entry: Any = msgspec.defstruct(
+        "BundleEntry",
+        [("resource", "Resource | UnsetType", UNSET)]
+        + [(f, Any, UNSET) for f in elements["Bundle.entry"] if f != "resource"],
+        forbid_unknown_fields=True,
+        module=__name__,
+    )
+    bundle: Any = msgspec.defstruct(
+        "Bundle",
+        [("entry", list[entry] | UnsetType, UNSET)]
+        + [(f, Any, UNSET) for f in elements["Bundle"] if f != "entry"],
+        forbid_unknown_fields=True,
+        tag="Bundle",
+        tag_field="resourceType",
+    )
+    Resource = _union([TypedObservation, bundle, *others])
+    request: Any = msgspec.defstruct(
+        "HookRequestBody",
+        [(field, Any, UNSET) for field in REQUEST_FIELDS if field != "prefetch"]
+        + [("prefetch", dict[str, Resource | None] | UnsetType, UNSET)],
+        forbid_unknown_fields=True,
+    )
+    return msgspec.json.Decoder(request)
+
+
+def _union(types: list[Any]) -> Any:
+    union: Any = types[0]
+    for kind in types[1:]:
+        union = union | kind
+    return union
+
+
+def decode(body: bytes) -> dict[str, Any] | None:
+    """The request as the general path would read it (Observations typed), or None: read it that way."""
+    try:
+        decoded = _decoder().decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    document: dict[str, Any] = {}
+    for field in REQUEST_FIELDS:
+        value = getattr(decoded, field)
+        if value is not UNSET:
+            document[field] = value
+    if "prefetch" in document:
+        document["prefetch"] = {key: _plain(value) for key, value in document["prefetch"].items()}
+    return document
+
+
+def _plain(value: Any) -> Any:
+    """Bundles and untyped resources as JSON objects; TypedObservation (and None) as they are."""
+    if value is None or type(value) is TypedObservation:
+        return value
+    if type(value).__name__ == "Bundle" and isinstance(value, msgspec.Struct):
+        bundle = _fields(value)
+        entries = bundle.get("entry")
+        if entries is not None:
+            bundle["entry"] = [_entry(item) for item in entries]
+        return bundle
+    plain: dict[str, Any] = msgspec.to_builtins(value)
+    return plain
+
+
+def _entry(item: Any) -> dict[str, Any]:
+    resource = item.resource
+    # Nearly every entry carries only its resource (and maybe fullUrl/search): astuple and count are C.
+    values = msgspec.structs.astuple(item)
+    if resource is not UNSET and values.count(UNSET) == len(values) - 1:
+        return {"resource": resource if type(resource) is TypedObservation else _plain(resource)}
+    entry = _fields(item)
+    if "resource" in entry:
+        entry["resource"] = _plain(entry["resource"])
+    return entry
+
+
+def _fields(struct: msgspec.Struct) -> dict[str, Any]:
+    """The struct's present elements as a dict (the resourceType tag included), values as decoded."""
+    found: dict[str, Any] = {}
+    info = struct.__struct_config__
+    if info.tag_field is not None:
+        found[info.tag_field] = info.tag
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if value is not UNSET:
+            found[name] = value
+    return found
