@@ -18,6 +18,7 @@ from cds_service.observability import annotate, request_started_at, timed
 from cds_service.pipeline import HookEnvironment, run_hook
 from cds_service.prefetch import FetchEnvironment
 from cds_service.state import get_state
+from cds_service.wsgi_body import request_body
 
 bp = Blueprint("cds", __name__)
 
@@ -65,11 +66,12 @@ def invoke(service_id: str) -> Response:
     """Parse -> resolve prefetch -> evaluate -> render (see pipeline.run_hook)."""
     with timed("parse"):
         hook_request, service = parse_hook_request(
-            get_state().registry, service_id, request.get_data(cache=False), request.mimetype
+            get_state().registry, service_id, request_body(), request.mimetype
         )
     annotate(service_id=service.id, hook=service.hook)
     body, resolved = run_hook(hook_request, service, hook_environment(), timed)
     annotate(prefetch=resolved.sources, data_gaps=list(resolved.gaps), cards=len(body["cards"]))
+    g.card_indicators = [card["indicator"] for card in body["cards"]]  # for the metrics, not the log line
     return jsonify(body)
 
 
@@ -79,6 +81,7 @@ def feedback(service_id: str) -> Response:
     state = get_state()
     if service_id not in state.registry.ids():
         raise NotFound(f"no CDS service with id '{service_id}'")
+    # get_data, not request_body: metrics cached this (small) body before the view
     document: Any = parse_json_body(request.get_data(cache=False), request.mimetype)
     validation.check("feedback", document)
     records = [record_from_item(service_id, item) for item in document["feedback"]]

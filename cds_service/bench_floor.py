@@ -10,11 +10,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from cds_service.hook_request import parse_json_body
+from cds_service.wsgi_body import request_body
 
 bp = Blueprint("bench_floor", __name__)
 
 
 @bp.post("/_bench/floor")
 def floor() -> Response:
-    parse_json_body(request.get_data(cache=False), request.mimetype)
+    parse_json_body(request_body(), request.mimetype)
     return jsonify({"cards": []})

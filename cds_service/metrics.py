@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import requests
-from flask import Response, request
+from flask import Response, g, request
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -104,7 +104,7 @@ def record_request(fields: Mapping[str, Any], response: Response) -> None:
     if endpoint == HOOK_ENDPOINT and hook:
         _record_prefetch(hook, fields)
         if status == 200:
-            _record_cards(hook, response)
+            _record_cards(hook)
     if endpoint == FEEDBACK_ENDPOINT and status == 200:
         _record_feedback(str(fields.get("service_id", "")), int(fields.get("feedback_stored", 0)))
 
@@ -120,11 +120,10 @@ def _record_prefetch(hook: str, fields: Mapping[str, Any]) -> None:
             PREFETCH_KEYS.labels(hook, key, "unavailable").inc()
 
 
-def _record_cards(hook: str, response: Response) -> None:
-    body = response.get_json(silent=True)
-    cards = body.get("cards") if isinstance(body, dict) else None
-    for card in cards if isinstance(cards, list) else ():
-        CARDS.labels(hook, str(card.get("indicator"))).inc()
+def _record_cards(hook: str) -> None:
+    # Set by the hook view (cds_service.api.invoke): re-reading the response JSON would cost a parse.
+    for indicator in g.get("card_indicators", ()):
+        CARDS.labels(hook, str(indicator)).inc()
 
 
 def _record_feedback(service_id: str, stored: int) -> None:

@@ -5,7 +5,8 @@ A CAR-T stay sends thousands of Observations; building a Python dict for every e
 Here msgspec decodes the request against typed structs in one pass: Observations become
 `engine.typed.TypedObservation` (only the elements the engine reads, type-checked while decoding, the rest
 skipped), Bundles and the other resource types the engine reads become the same JSON objects the lenient
-path would build (every FHIR R4 element declared, from schemas/fhir-r4-elements.json, so nothing is lost).
+path would build (every FHIR R4 element declared, from schemas/fhir-r4-elements.json, so nothing is lost),
+except that a Bundle entry keeps only its `resource` (nothing reads fullUrl, search, request, response).
 
 Anything this path does not recognise exactly (malformed JSON, an element of the wrong type, a resource
 type or element outside the declared ones, an unknown top-level field) makes `decode` return None, and the
@@ -45,8 +46,10 @@ def _untyped(name: str, fields: list[str], **options: Any) -> Any:
     )
 
 
-# The resource union, referred to by name from BundleEntry.resource (Bundles nest): set by _decoder().
+# The resource union, referred to by name from BundleEntry.resource (Bundles nest), and the Bundle
+# struct: both made by _decoder().
 Resource: Any = None
+_BUNDLE: list[Any] = []
 
 
 @cache
@@ -56,14 +59,11 @@ def _decoder() -> msgspec.json.Decoder[Any]:
     others = [
         _untyped(name, fields, tag=name, tag_field="resourceType")
         for name, fields in elements.items()
-        if "." not in name and name != "Bundle"
+        if name != "Bundle"
     ]
+    # An entry keeps only its resource: the engine reads nothing else of it (fullUrl, search, ...).
     entry: Any = msgspec.defstruct(
-        "BundleEntry",
-        [("resource", "Resource | UnsetType", UNSET)]
-        + [(f, Any, UNSET) for f in elements["Bundle.entry"] if f != "resource"],
-        forbid_unknown_fields=True,
-        module=__name__,
+        "BundleEntry", [("resource", "Resource | UnsetType", UNSET)], module=__name__, gc=False
     )
     bundle: Any = msgspec.defstruct(
         "Bundle",
@@ -72,7 +72,9 @@ def _decoder() -> msgspec.json.Decoder[Any]:
         forbid_unknown_fields=True,
         tag="Bundle",
         tag_field="resourceType",
+        gc=False,
     )
+    _BUNDLE.append(bundle)
     Resource = _union([TypedObservation, bundle, *others])
     request: Any = msgspec.defstruct(
         "HookRequestBody",
@@ -110,26 +112,18 @@ def _plain(value: Any) -> Any:
     """Bundles and untyped resources as JSON objects; TypedObservation (and None) as they are."""
     if value is None or type(value) is TypedObservation:
         return value
-    if type(value).__name__ == "Bundle" and isinstance(value, msgspec.Struct):
+    if type(value) is _BUNDLE[0]:
         bundle = _fields(value)
         entries = bundle.get("entry")
         if entries is not None:
-            bundle["entry"] = [_entry(item) for item in entries]
+            bundle["entry"] = [
+                {} if (resource := item.resource) is UNSET  # no resource: the engine reports it
+                else {"resource": resource if type(resource) is TypedObservation else _plain(resource)}
+                for item in entries
+            ]  # fmt: skip
         return bundle
     plain: dict[str, Any] = msgspec.to_builtins(value)
     return plain
-
-
-def _entry(item: Any) -> dict[str, Any]:
-    resource = item.resource
-    # Nearly every entry carries only its resource (and maybe fullUrl/search): astuple and count are C.
-    values = msgspec.structs.astuple(item)
-    if resource is not UNSET and values.count(UNSET) == len(values) - 1:
-        return {"resource": resource if type(resource) is TypedObservation else _plain(resource)}
-    entry = _fields(item)
-    if "resource" in entry:
-        entry["resource"] = _plain(entry["resource"])
-    return entry
 
 
 def _fields(struct: msgspec.Struct) -> dict[str, Any]:

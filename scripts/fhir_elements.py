@@ -24,7 +24,6 @@ TYPES = {
     "Medication": ("medication", "Medication"),
     "OperationOutcome": ("operationoutcome", "OperationOutcome"),
     "Bundle": ("bundle", "Bundle"),
-    "Bundle.entry": ("bundle", "BundleEntry"),
 }
 
 

@@ -173,9 +173,9 @@ def test_recognised_documents_keep_everything_the_engine_reads() -> None:
     }
     bundle = prefetch["observations"]
     assert bundle["link"][0]["relation"] == "next" and bundle["type"] == "searchset"
-    assert bundle["entry"][0]["fullUrl"] == "urn:uuid:1"
+    assert list(bundle["entry"][0]) == ["resource"]  # an entry keeps only its resource
     assert type(bundle["entry"][0]["resource"]) is TypedObservation
-    assert bundle["entry"][1] == {"search": {"mode": "match"}}  # no resource: reported by the engine
+    assert bundle["entry"][1] == {}  # no resource: reported by the engine
     assert prefetch["conditions"] is None
 
 

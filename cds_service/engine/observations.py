@@ -7,6 +7,7 @@ excludes the value and records a DataIssue; nothing is guessed.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -58,6 +59,44 @@ def _unit_of(quantity: dict[str, Any]) -> str | None:
     return code if isinstance(code, str) else None
 
 
+RangeResult = tuple[float | None, float | None, Any]
+CACHE_LIMIT = 20_000  # entries per lookup cache; keys come from request data, so the caches are bounded
+
+
+@dataclass(slots=True)
+class _Lookups:
+    """What depends only on the knowledge base and the key looked up (unit conversions, converted reference
+    ranges, text matches, recipes): shared by every evaluation with the same knowledge base, so a hook
+    does not recompute what the previous hook already found."""
+
+    kb: Knowledge
+    canonical: dict[str, str]
+    ranges: dict[tuple[Any, ...], RangeResult] = field(default_factory=dict)
+    conversions: dict[tuple[str, str], Linear] = field(default_factory=dict)
+    text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = field(default_factory=dict)
+    recipes: dict[tuple[Any, Any], _Recipe] = field(default_factory=dict)
+    typed_ranges: dict[tuple[str, str, ReferenceRange], RangeResult] = field(default_factory=dict)
+
+    def bounded(self) -> _Lookups:
+        for cache in (self.ranges, self.conversions, self.text_hits, self.recipes, self.typed_ranges):
+            if len(cache) > CACHE_LIMIT:
+                cache.clear()
+        return self
+
+
+_LOOKUPS: dict[int, _Lookups] = {}
+
+
+def _lookups(kb: Knowledge) -> _Lookups:
+    found = _LOOKUPS.get(id(kb))
+    if found is None or found.kb is not kb:  # (an id can be reused once a knowledge base is gone)
+        if len(_LOOKUPS) > 8:
+            _LOOKUPS.clear()
+        canonical = {name: str(spec["canonical_unit"]) for name, spec in kb.analytes.items()}
+        found = _LOOKUPS[id(kb)] = _Lookups(kb, canonical)
+    return found.bounded()
+
+
 class ObservationNormalizer:
     """Normalizes Observations for one evaluation; collects issues and the fallback-range analytes."""
 
@@ -65,22 +104,42 @@ class ObservationNormalizer:
         self.kb = kb
         self.issues: list[DataIssue] = []
         self.fallback_analytes: set[str] = set()
-        self._ranges: dict[tuple[Any, ...], tuple[float | None, float | None, Any]] = {}
-        self._conversions: dict[tuple[str, str], Linear] = {}
-        self._text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = {}
-        self._canonical = {name: str(spec["canonical_unit"]) for name, spec in kb.analytes.items()}
+        lookups = _lookups(kb)
+        self._ranges = lookups.ranges
+        self._conversions = lookups.conversions
+        self._text_hits = lookups.text_hits
+        self._canonical = lookups.canonical
         self._loinc = kb.loinc_index
-        self._recipes: dict[tuple[Any, Any], _Recipe] = {}
-        self._typed_ranges: dict[tuple[str, str, ReferenceRange], tuple[float | None, float | None, Any]] = {}
+        self._recipes = lookups.recipes
+        self._typed_ranges = lookups.typed_ranges
 
     def normalize(self, observations: list[Any]) -> dict[str, list[LabValue]]:
+        issues_before = len(self.issues)
+        found: list[LabValue] = []
+        one, typed = self._one, self._typed
+        for resource in observations:
+            if type(resource) is not TypedObservation or not typed(resource, found):
+                one(resource, found)
+        keys = {(lab.analyte, lab.time, lab.value) for lab in found}
+        if len(keys) != len(found):
+            # Duplicates are rare: normalize again, reporting each where it occurs among the other issues.
+            del self.issues[issues_before:]
+            return self._normalize_reporting_duplicates(observations)
+        labs: dict[str, list[LabValue]] = defaultdict(list)
+        for lab in found:
+            labs[lab.analyte].append(lab)
+        for values in labs.values():
+            values.sort(key=_TIME)  # stable: equal times keep their input order
+        return labs
+
+    def _normalize_reporting_duplicates(self, observations: list[Any]) -> dict[str, list[LabValue]]:
         labs: dict[str, list[LabValue]] = defaultdict(list)
         seen: dict[tuple[str, datetime, float], str] = {}
         found: list[LabValue] = []
-        one = self._one
         for resource in observations:
-            one(resource, found)
-            for lab in found:  # usually one value; duplicates are reported where they occur
+            if type(resource) is not TypedObservation or not self._typed(resource, found):
+                self._one(resource, found)
+            for lab in found:  # usually one value
                 key = (lab.analyte, lab.time, lab.value)
                 size = len(seen)
                 first = seen.setdefault(key, lab.resource_id)
@@ -96,7 +155,7 @@ class ObservationNormalizer:
                 labs[lab.analyte].append(lab)
             found.clear()
         for values in labs.values():
-            values.sort(key=_TIME)  # stable: equal times keep their input order
+            values.sort(key=_TIME)
         return labs
 
     def _analyte(self, concept: Any) -> tuple[str, str, bool] | None:
@@ -132,10 +191,8 @@ class ObservationNormalizer:
     def _one(self, resource: Any, found: list[LabValue]) -> None:
         # Hot path (thousands of Observations per hook): the common shape (a LOINC coding first, an
         # effectiveDateTime) is read inline; everything else goes through the general helpers.
-        if type(resource) is TypedObservation:
-            if self._typed(resource, found):
-                return
-            resource = as_dict(resource)  # not the plain shape: the general path decides, as for JSON
+        if type(resource) is TypedObservation:  # not the plain typed shape (see _typed): read as JSON
+            resource = as_dict(resource)
         concept = resource.get("code")
         mapped = None
         if type(concept) is dict:

@@ -6,6 +6,9 @@ Observation (category, subject, performer, narrative, ...) is skipped without bu
 A request whose Observations do not fit these types (a number where FHIR has a string, ...) is not
 decoded this way at all: it takes the lenient dict path, which reports such values as data issues.
 
+The structs are not tracked by the cyclic garbage collector (`gc=False`): decoded JSON cannot form a
+reference cycle, and thousands of them are made and freed per hook.
+
 Every element the lenient normalizer (cds_service.engine.observations) reads must be declared here:
 tests/test_typed_request.py records the elements it reads and compares.
 """
@@ -18,18 +21,18 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 
-class Coding(msgspec.Struct):
+class Coding(msgspec.Struct, gc=False):
     system: str | UnsetType = UNSET
     code: str | UnsetType = UNSET
     display: str | UnsetType = UNSET
 
 
-class CodeableConcept(msgspec.Struct):
+class CodeableConcept(msgspec.Struct, gc=False):
     coding: list[Coding] | UnsetType = UNSET
     text: str | UnsetType = UNSET
 
 
-class Quantity(msgspec.Struct, frozen=True):  # frozen: hashable, so equal ranges share one conversion
+class Quantity(msgspec.Struct, frozen=True, gc=False):  # frozen: hashable, equal ranges convert once
     value: int | float | UnsetType = UNSET  # int stays int: the reported value is echoed as sent
     comparator: str | UnsetType = UNSET
     unit: str | UnsetType = UNSET
@@ -37,12 +40,12 @@ class Quantity(msgspec.Struct, frozen=True):  # frozen: hashable, so equal range
     code: str | UnsetType = UNSET
 
 
-class ReferenceRange(msgspec.Struct, frozen=True):
+class ReferenceRange(msgspec.Struct, frozen=True, gc=False):
     low: Quantity | UnsetType = UNSET
     high: Quantity | UnsetType = UNSET
 
 
-class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceType"):
+class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceType", gc=False):
     """The Observation elements the engine reads; components and periods stay plain JSON (rare)."""
 
     id: str | UnsetType = UNSET
