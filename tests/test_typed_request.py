@@ -23,7 +23,7 @@ from cds_service.engine import evaluate
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.observations import ObservationNormalizer
 from cds_service.engine.serialize import to_json_bytes
-from cds_service.engine.typed import TypedObservation
+from cds_service.engine.typed import Component, TypedObservation
 from cds_service.validation import SCHEMA_DIR
 from scripts.fhir_elements import build
 from tests.cds_helpers import dev_config, full_prefetch
@@ -102,16 +102,25 @@ class Recording(dict[str, Any]):
 
 def test_every_observation_element_the_normalizer_reads_is_declared() -> None:
     seen: set[str] = set()
+    component_seen: set[str] = set()
+
+    def recorded(resource: dict[str, Any]) -> Recording:
+        parts = resource.get("component")
+        if isinstance(parts, list):
+            resource = {**resource, "component": [Recording(p, component_seen) for p in parts]}
+        return Recording(resource, seen)
+
     observations_read = [
-        Recording(r, seen)
-        for path in PATIENTS
-        for r in resources_of(path)
-        if r["resourceType"] == "Observation"
+        recorded(r) for path in PATIENTS for r in resources_of(path) if r["resourceType"] == "Observation"
     ]
     ObservationNormalizer(load_knowledge()).normalize(observations_read)
     declared = set(TypedObservation.__struct_fields__) | {"resourceType"}
-    assert {"code", "valueQuantity", "effectiveDateTime", "status"} <= seen
+    assert {"code", "valueQuantity", "effectiveDateTime", "status", "component"} <= seen
     assert seen <= declared, seen - declared
+    assert {"code", "valueQuantity"} <= component_seen
+    assert component_seen <= set(Component.__struct_fields__), component_seen - set(
+        Component.__struct_fields__
+    )
 
 
 def test_the_schema_checks_nothing_inside_a_prefetch_value_but_its_resource_type() -> None:
@@ -231,6 +240,22 @@ codings = st.fixed_dictionaries(
 )
 
 
+components = st.fixed_dictionaries(
+    {
+        "code": st.fixed_dictionaries(
+            {}, optional={"coding": st.lists(codings, max_size=2), "text": st.text(max_size=8)}
+        )
+    },
+    optional={
+        "valueQuantity": quantities,
+        "dataAbsentReason": st.just({"text": "not done"}),
+        "referenceRange": st.lists(
+            st.fixed_dictionaries({}, optional={"low": quantities, "high": quantities}), max_size=2
+        ),
+    },
+)
+
+
 @st.composite
 def typed_observations(draw: st.DrawFn) -> dict[str, Any]:
     """Observations of every shape the typed decoder accepts: right element types, odd contents."""
@@ -254,13 +279,7 @@ def typed_observations(draw: st.DrawFn) -> dict[str, Any]:
         "referenceRange": st.lists(
             st.fixed_dictionaries({}, optional={"low": quantities, "high": quantities}), max_size=2
         ),
-        "component": st.lists(
-            st.fixed_dictionaries(
-                {"code": st.fixed_dictionaries({"coding": st.lists(codings, max_size=2)})},
-                optional={"valueQuantity": quantities},
-            ),
-            max_size=2,
-        ),
+        "component": st.lists(components, max_size=3),
         "meta": st.fixed_dictionaries({}, optional={"lastUpdated": dates}),
     }
     for name, strategy in optional.items():

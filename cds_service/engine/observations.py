@@ -12,14 +12,20 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
 
-import msgspec
 from msgspec import UNSET, UnsetType
 
 from cds_service.engine.catalog import LOINC, UCUM
 from cds_service.engine.fhirutil import concept_text, number, parse_datetime, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import DataIssue, LabValue, RangeSource
-from cds_service.engine.typed import Coding, Quantity, ReferenceRange, TypedObservation, as_dict
+from cds_service.engine.typed import (
+    CodeableConcept,
+    Quantity,
+    ReferenceRange,
+    TypedObservation,
+    as_dict,
+    as_json,
+)
 from cds_service.engine.units import Linear, UnitError
 
 EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
@@ -76,9 +82,18 @@ class _Lookups:
     text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = field(default_factory=dict)
     recipes: dict[tuple[Any, Any], _Recipe] = field(default_factory=dict)
     typed_ranges: dict[tuple[str, str, ReferenceRange], RangeResult] = field(default_factory=dict)
+    concepts: dict[CodeableConcept, tuple[str, str, bool] | None] = field(default_factory=dict)
 
     def bounded(self) -> _Lookups:
-        for cache in (self.ranges, self.conversions, self.text_hits, self.recipes, self.typed_ranges):
+        caches = (
+            self.ranges,
+            self.conversions,
+            self.text_hits,
+            self.recipes,
+            self.typed_ranges,
+            self.concepts,
+        )
+        for cache in caches:
             if len(cache) > CACHE_LIMIT:
                 cache.clear()
         return self
@@ -112,6 +127,7 @@ class ObservationNormalizer:
         self._loinc = kb.loinc_index
         self._recipes = lookups.recipes
         self._typed_ranges = lookups.typed_ranges
+        self._concepts = lookups.concepts
 
     def normalize(self, observations: list[Any]) -> dict[str, list[LabValue]]:
         issues_before = len(self.issues)
@@ -253,28 +269,15 @@ class ObservationNormalizer:
                 found.append(lab)
 
     def _typed(self, observation: TypedObservation, found: list[LabValue]) -> bool:
-        """The plain shape, already type-checked by the decoder: one LOINC-coded numeric value with an
-        effectiveDateTime, a UCUM unit, no components, a status that is neither excluded nor flagged.
-        Returns False, having done nothing, for anything else: the general path then decides (and reports).
-        Everything that depends only on the code and unit is looked up once per pair (_Recipe)."""
-        code, quantity = observation.code, observation.valueQuantity
-        if code is UNSET or quantity is UNSET or observation.component is not UNSET:
+        """The plain shapes, already type-checked by the decoder: a LOINC-coded numeric value (or a panel of
+        LOINC-coded numeric components) with an effectiveDateTime, UCUM units, a status that is neither
+        excluded nor flagged. Returns False, having done nothing, for anything else: the general path then
+        decides (and reports). What depends only on the code and unit is looked up once per pair."""
+        code = observation.code
+        if code is UNSET or observation.status in _NOT_PLAIN_STATUSES:
             return False
-        codings = code.coding
-        if codings is UNSET or not codings or observation.status in _NOT_PLAIN_STATUSES:
-            return False
-        first = codings[0]
-        recipe = self._recipes.get((first.code, quantity.code)) if first.system == LOINC else None
-        if recipe is None and (first.system != LOINC or (recipe := self._recipe(first, quantity)) is None):
-            return False
-        raw, effective, rid = quantity.value, observation.effectiveDateTime, observation.id
-        if (
-            isinstance(raw, UnsetType)
-            or isinstance(effective, UnsetType)
-            or isinstance(rid, UnsetType)
-            or not -1e15 < raw < 1e15
-            or quantity.system not in _UCUM_OR_UNSET
-        ):
+        rid, effective = observation.id, observation.effectiveDateTime
+        if isinstance(rid, UnsetType) or isinstance(effective, UnsetType):
             return False
         try:
             time = _FROMISO(effective)
@@ -282,29 +285,91 @@ class ObservationNormalizer:
             return False
         if time.tzinfo is None:
             time = time.replace(tzinfo=UTC)
-        ranges = observation.referenceRange
+        key = f"Observation/{rid}"
+        if observation.component is not UNSET:
+            return self._typed_panel(observation, code, key, time, found)
+        codings = code.coding
+        if codings is UNSET or not codings or codings[0].system != LOINC:
+            return False
+        lab = self._typed_value(
+            key, codings[0].code, observation.valueQuantity, observation.referenceRange, time
+        )
+        if lab is None:
+            return False
+        found.append(lab)
+        return True
+
+    def _typed_panel(
+        self,
+        observation: TypedObservation,
+        code: CodeableConcept,
+        key: str,
+        time: datetime,
+        found: list[LabValue],
+    ) -> bool:
+        """A panel (e.g. blood pressure): its own code unmapped, each mapped component one value."""
+        if observation.valueQuantity is not UNSET or self._concept(code) is not None:
+            return False
+        labs: list[LabValue] = []
+        for index, component in enumerate(observation.component or ()):
+            concept = component.code
+            mapped = None if isinstance(concept, UnsetType) else self._concept(concept)
+            if mapped is None:
+                continue  # as on the general path: components of other analytes are not read
+            lab = self._typed_value(
+                f"{key}#component[{index}]",
+                mapped[1],
+                component.valueQuantity,
+                component.referenceRange,
+                time,
+            )
+            if lab is None or lab.analyte != mapped[0]:
+                return False
+            labs.append(lab)
+        found.extend(labs)
+        return True
+
+    def _typed_value(
+        self,
+        key: str,
+        code: str | UnsetType,
+        quantity: Quantity | UnsetType,
+        ranges: list[ReferenceRange] | UnsetType,
+        time: datetime,
+    ) -> LabValue | None:
+        if isinstance(quantity, UnsetType):
+            return None
+        recipe = self._recipes.get((code, quantity.code))
+        if recipe is None and (recipe := self._recipe(code, quantity.code)) is None:
+            return None
+        raw = quantity.value
+        if isinstance(raw, UnsetType) or not -1e15 < raw < 1e15 or quantity.system not in _UCUM_OR_UNSET:
+            return None
         if ranges is UNSET or not ranges:
             low, high, range_source = recipe.without_range
         elif len(ranges) == 1:
             low, high, range_source = self._typed_range(recipe, ranges[0])
         else:
-            return False
+            return None
         if range_source == "fallback":
             self.fallback_analytes.add(recipe.analyte)
         comparator = quantity.comparator
-        found.append(
-            LabValue(
-                recipe.analyte, raw if recipe.identity else recipe.conversion.apply(raw), recipe.canonical,
-                time, f"Observation/{rid}", recipe.code, raw, recipe.unit,
-                comparator if comparator in COMPARATORS else None,
-                low, high, range_source, False, recipe.fasting, recipe.conversion.scale,
-            )
+        return LabValue(
+            recipe.analyte, raw if recipe.identity else recipe.conversion.apply(raw), recipe.canonical,
+            time, key, recipe.code, raw, recipe.unit,
+            comparator if comparator in COMPARATORS else None,
+            low, high, range_source, False, recipe.fasting, recipe.conversion.scale,
         )  # fmt: skip
-        return True
 
-    def _recipe(self, coding: Coding, quantity: Quantity) -> _Recipe | None:
+    def _concept(self, concept: CodeableConcept) -> tuple[str, str, bool] | None:
+        """What a decoded concept maps to, by the general rule (_analyte), once per distinct concept."""
+        if concept in self._concepts:
+            return self._concepts[concept]
+        found = self._concepts[concept] = self._analyte(as_json(concept))
+        return found
+
+    def _recipe(self, code: str | UnsetType, unit: str | UnsetType) -> _Recipe | None:
         """What a (LOINC code, unit) pair maps to, or None if the general path must decide."""
-        code, unit = coding.code, quantity.code
         if isinstance(code, UnsetType) or isinstance(unit, UnsetType):
             return None
         hit = self._loinc.get(code)
@@ -333,7 +398,7 @@ class ObservationNormalizer:
         key = (recipe.analyte, recipe.unit, entry)  # decoded ranges are frozen: hashable by value
         found = self._typed_ranges.get(key)
         if found is None:
-            found = self._convert_range(recipe.analyte, [msgspec.to_builtins(entry)], recipe.unit)
+            found = self._convert_range(recipe.analyte, [as_json(entry)], recipe.unit)
             self._typed_ranges[key] = found
         return found if found[2] == "observation" else recipe.without_range
 

@@ -21,14 +21,14 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 
-class Coding(msgspec.Struct, gc=False):
+class Coding(msgspec.Struct, frozen=True, gc=False):  # frozen (and tuples): concepts are hashable
     system: str | UnsetType = UNSET
     code: str | UnsetType = UNSET
     display: str | UnsetType = UNSET
 
 
-class CodeableConcept(msgspec.Struct, gc=False):
-    coding: list[Coding] | UnsetType = UNSET
+class CodeableConcept(msgspec.Struct, frozen=True, gc=False):
+    coding: tuple[Coding, ...] | UnsetType = UNSET
     text: str | UnsetType = UNSET
 
 
@@ -45,14 +45,21 @@ class ReferenceRange(msgspec.Struct, frozen=True, gc=False):
     high: Quantity | UnsetType = UNSET
 
 
+class Component(msgspec.Struct, gc=False):
+    code: CodeableConcept | UnsetType = UNSET
+    valueQuantity: Quantity | UnsetType = UNSET
+    dataAbsentReason: Any = UNSET
+    referenceRange: list[ReferenceRange] | UnsetType = UNSET
+
+
 class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceType", gc=False):
-    """The Observation elements the engine reads; components and periods stay plain JSON (rare)."""
+    """The Observation elements the engine reads; periods and the less common elements stay plain JSON."""
 
     id: str | UnsetType = UNSET
     meta: Any = UNSET
     status: str | UnsetType = UNSET
     code: CodeableConcept | UnsetType = UNSET
-    component: Any = UNSET
+    component: list[Component] | UnsetType = UNSET
     effectiveDateTime: str | UnsetType = UNSET
     effectiveInstant: Any = UNSET
     effectivePeriod: Any = UNSET
@@ -62,10 +69,19 @@ class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceTyp
     referenceRange: list[ReferenceRange] | UnsetType = UNSET
 
 
+def as_json(value: msgspec.Struct) -> Any:
+    """A decoded struct as the plain JSON it came from (its declared elements; arrays as lists)."""
+    return _JSON_DECODER.decode(_JSON_ENCODER.encode(value))
+
+
 def as_dict(observation: TypedObservation) -> dict[str, Any]:
     """The same Observation as plain JSON (the declared elements), for the lenient path."""
-    document: dict[str, Any] = msgspec.to_builtins(observation)
+    document: dict[str, Any] = as_json(observation)
     return document
+
+
+_JSON_ENCODER = msgspec.json.Encoder()
+_JSON_DECODER = msgspec.json.Decoder()
 
 
 def typed_meta(observation: TypedObservation) -> Any:
