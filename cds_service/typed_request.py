@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -46,10 +46,17 @@ def _untyped(name: str, fields: list[str], **options: Any) -> Any:
     )
 
 
-# The resource union, referred to by name from BundleEntry.resource (Bundles nest), and the Bundle
-# struct: both made by _decoder().
+# The resource union, referred to by name from _Entry.resource (Bundles nest), and the Bundle struct:
+# both made by _decoder().
 Resource: Any = None
 _BUNDLE: list[Any] = []
+
+
+class _Entry(TypedDict, total=False):
+    """A Bundle entry, decoded straight into a dict that keeps only its resource (the engine reads
+    nothing else of an entry: fullUrl, search, request, response)."""
+
+    resource: Resource
 
 
 @cache
@@ -61,13 +68,9 @@ def _decoder() -> msgspec.json.Decoder[Any]:
         for name, fields in elements.items()
         if name != "Bundle"
     ]
-    # An entry keeps only its resource: the engine reads nothing else of it (fullUrl, search, ...).
-    entry: Any = msgspec.defstruct(
-        "BundleEntry", [("resource", "Resource | UnsetType", UNSET)], module=__name__, gc=False
-    )
     bundle: Any = msgspec.defstruct(
         "Bundle",
-        [("entry", list[entry] | UnsetType, UNSET)]
+        [("entry", list[_Entry] | UnsetType, UNSET)]
         + [(f, Any, UNSET) for f in elements["Bundle"] if f != "entry"],
         forbid_unknown_fields=True,
         tag="Bundle",
@@ -114,13 +117,10 @@ def _plain(value: Any) -> Any:
         return value
     if type(value) is _BUNDLE[0]:
         bundle = _fields(value)
-        entries = bundle.get("entry")
-        if entries is not None:
-            bundle["entry"] = [
-                {} if (resource := item.resource) is UNSET  # no resource: the engine reports it
-                else {"resource": resource if type(resource) is TypedObservation else _plain(resource)}
-                for item in entries
-            ]  # fmt: skip
+        for entry in bundle.get("entry", ()):
+            resource = entry.get("resource")
+            if resource is not None and type(resource) is not TypedObservation:
+                entry["resource"] = _plain(resource)
         return bundle
     plain: dict[str, Any] = msgspec.to_builtins(value)
     return plain

@@ -81,12 +81,19 @@ class ResourceSet:
         if not isinstance(entries, list):
             self.issues.append(DataIssue(where, "Bundle.entry is not an array"))
             return
-        keep = self._keep
+        keep, by_key, observations = self._keep, self._by_key, self.by_type["Observation"]
         for index, entry in enumerate(entries):
             # Hot path: a plain resource entry needs no location string (only issues name one).
             resource = entry.get("resource") if type(entry) is dict else None
             if type(resource) is TypedObservation:
-                keep(resource, "Observation")
+                rid = resource.id
+                key = f"Observation/{rid}" if type(rid) is str else None
+                if key is not None and key not in by_key:  # the usual case, inline (see _keep)
+                    by_key[key] = resource
+                    observations.append(resource)
+                    self.seen += 1
+                else:
+                    keep(resource, "Observation")
                 continue
             if type(resource) is dict:
                 rtype = resource.get("resourceType")
