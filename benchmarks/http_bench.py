@@ -58,7 +58,7 @@ def load(
     return result
 
 
-def latency(service: ServiceProcess, body: bytes, rounds: int = 4, per_round: int = 10) -> dict[str, Any]:
+def latency(service: ServiceProcess, body: bytes, rounds: int = 6, per_round: int = 15) -> dict[str, Any]:
     """Sequential single-client latencies of the hook and the floor endpoint, interleaved by rounds."""
     hook: list[float] = []
     floor: list[float] = []

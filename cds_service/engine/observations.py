@@ -32,6 +32,7 @@ EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
 FLAGGED_STATUSES = frozenset({"preliminary", "registered", "unknown"})
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
 _TIME = attrgetter("time")
+_SAME_VALUE = attrgetter("analyte", "time", "value")
 _FROMISO = datetime.fromisoformat
 _NO_QUANTITY: dict[str, Any] = {}
 _UCUM_OR_UNSET = frozenset({UCUM, UNSET})
@@ -136,7 +137,7 @@ class ObservationNormalizer:
         for resource in observations:
             if type(resource) is not TypedObservation or not typed(resource, found):
                 one(resource, found)
-        keys = {(lab.analyte, lab.time, lab.value) for lab in found}
+        keys = set(map(_SAME_VALUE, found))  # (analyte, time, value), built in C
         if len(keys) != len(found):
             # Duplicates are rare: normalize again, reporting each where it occurs among the other issues.
             del self.issues[issues_before:]
@@ -273,11 +274,9 @@ class ObservationNormalizer:
         LOINC-coded numeric components) with an effectiveDateTime, UCUM units, a status that is neither
         excluded nor flagged. Returns False, having done nothing, for anything else: the general path then
         decides (and reports). What depends only on the code and unit is looked up once per pair."""
-        code = observation.code
-        if code is UNSET or observation.status in _NOT_PLAIN_STATUSES:
-            return False
-        rid, effective = observation.id, observation.effectiveDateTime
-        if isinstance(rid, UnsetType) or isinstance(effective, UnsetType):
+        # `x is UNSET` rather than isinstance (the hot path); UNSET is also falsy.
+        code, rid, effective = observation.code, observation.id, observation.effectiveDateTime
+        if code is UNSET or rid is UNSET or effective is UNSET or observation.status in _NOT_PLAIN_STATUSES:
             return False
         try:
             time = _FROMISO(effective)
@@ -286,10 +285,10 @@ class ObservationNormalizer:
         if time.tzinfo is None:
             time = time.replace(tzinfo=UTC)
         key = f"Observation/{rid}"
-        if observation.component is not UNSET:
+        if observation.component:
             return self._typed_panel(observation, code, key, time, found)
         codings = code.coding
-        if codings is UNSET or not codings or codings[0].system != LOINC:
+        if not codings or codings[0].system != LOINC:
             return False
         lab = self._typed_value(
             key, codings[0].code, observation.valueQuantity, observation.referenceRange, time
@@ -337,18 +336,19 @@ class ObservationNormalizer:
         ranges: list[ReferenceRange] | UnsetType,
         time: datetime,
     ) -> LabValue | None:
-        if isinstance(quantity, UnsetType):
+        if quantity is UNSET:
             return None
-        recipe = self._recipes.get((code, quantity.code))
-        if recipe is None and (recipe := self._recipe(code, quantity.code)) is None:
+        unit, raw = quantity.code, quantity.value
+        recipe = self._recipes.get((code, unit)) or self._recipe(code, unit)
+        if recipe is None or raw is UNSET or not -1e15 < raw < 1e15 or quantity.system not in _UCUM_OR_UNSET:
             return None
-        raw = quantity.value
-        if isinstance(raw, UnsetType) or not -1e15 < raw < 1e15 or quantity.system not in _UCUM_OR_UNSET:
-            return None
-        if ranges is UNSET or not ranges:
+        if not ranges:  # absent (UNSET is falsy) or empty
             low, high, range_source = recipe.without_range
         elif len(ranges) == 1:
-            low, high, range_source = self._typed_range(recipe, ranges[0])
+            found = self._typed_ranges.get((recipe.analyte, recipe.unit, ranges[0]))
+            if found is None:
+                found = self._typed_range(recipe, ranges[0])
+            low, high, range_source = found if found[2] == "observation" else recipe.without_range
         else:
             return None
         if range_source == "fallback":
@@ -391,16 +391,12 @@ class ObservationNormalizer:
         self._recipes[(code, unit)] = recipe
         return recipe
 
-    def _typed_range(
-        self, recipe: _Recipe, entry: ReferenceRange
-    ) -> tuple[float | None, float | None, RangeSource]:
-        """The Observation's own range (converted once per distinct range), else the recipe's fallback."""
-        key = (recipe.analyte, recipe.unit, entry)  # decoded ranges are frozen: hashable by value
-        found = self._typed_ranges.get(key)
-        if found is None:
-            found = self._convert_range(recipe.analyte, [as_json(entry)], recipe.unit)
-            self._typed_ranges[key] = found
-        return found if found[2] == "observation" else recipe.without_range
+    def _typed_range(self, recipe: _Recipe, entry: ReferenceRange) -> RangeResult:
+        """Convert a decoded range once per distinct (analyte, unit, range): decoded ranges are frozen, so
+        hashable by value."""
+        found = self._convert_range(recipe.analyte, [as_json(entry)], recipe.unit)
+        self._typed_ranges[(recipe.analyte, recipe.unit, entry)] = found
+        return found
 
     def _value(
         self,
