@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from msgspec import UNSET
+
 from cds_service.engine.fhirutil import parse_datetime
 from cds_service.engine.model import DataIssue
 from cds_service.engine.typed import TypedObservation, as_dict, typed_meta
@@ -82,16 +84,16 @@ class ResourceSet:
             self.issues.append(DataIssue(where, "Bundle.entry is not an array"))
             return
         keep, by_key, observations = self._keep, self._by_key, self.by_type["Observation"]
+        kept_inline = 0
         for index, entry in enumerate(entries):
             # Hot path: a plain resource entry needs no location string (only issues name one).
             resource = entry.get("resource") if type(entry) is dict else None
             if type(resource) is TypedObservation:
-                rid = resource.id
-                key = f"Observation/{rid}" if type(rid) is str else None
-                if key is not None and key not in by_key:  # the usual case, inline (see _keep)
+                key = f"Observation/{resource.id}"
+                if resource.id is not UNSET and key not in by_key:  # the usual case, inline (see _keep)
                     by_key[key] = resource
                     observations.append(resource)
-                    self.seen += 1
+                    kept_inline += 1
                 else:
                     keep(resource, "Observation")
                 continue
@@ -104,6 +106,7 @@ class ResourceSet:
                 self.issues.append(DataIssue(f"{where}.entry[{index}]", "entry has no resource"))
                 continue
             self.add(entry["resource"], f"{where}.entry[{index}].resource", depth)
+        self.seen += kept_inline
 
     def resource(self, reference: str) -> dict[str, Any] | None:
         found = self._by_key.get(reference)

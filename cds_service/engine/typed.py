@@ -45,6 +45,10 @@ class ReferenceRange(msgspec.Struct, frozen=True, gc=False):
     high: Quantity | UnsetType = UNSET
 
 
+class Meta(msgspec.Struct, gc=False):
+    lastUpdated: Any = UNSET  # which of two versions of a resource is newer (the rest of meta is unused)
+
+
 class Component(msgspec.Struct, gc=False):
     code: CodeableConcept | UnsetType = UNSET
     valueQuantity: Quantity | UnsetType = UNSET
@@ -56,7 +60,7 @@ class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceTyp
     """The Observation elements the engine reads; periods and the less common elements stay plain JSON."""
 
     id: str | UnsetType = UNSET
-    meta: Any = UNSET
+    meta: Meta | UnsetType = UNSET
     status: str | UnsetType = UNSET
     code: CodeableConcept | UnsetType = UNSET
     component: list[Component] | UnsetType = UNSET
@@ -85,4 +89,6 @@ _JSON_DECODER = msgspec.json.Decoder()
 
 
 def typed_meta(observation: TypedObservation) -> Any:
-    return None if observation.meta is UNSET else observation.meta
+    """meta as JSON (only lastUpdated is decoded)."""
+    meta = observation.meta
+    return None if meta is UNSET else as_json(meta)
