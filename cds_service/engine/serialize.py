@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+import msgspec
 import orjson
 
 
@@ -29,8 +30,16 @@ def _time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+@cache
+def _struct_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
+    hidden: frozenset[str] = getattr(cls, "NOT_SERIALIZED", frozenset())
+    return tuple((name, camel(name)) for name in cls.__struct_fields__ if name not in hidden)
+
+
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses -> dicts with camelCase keys, datetimes -> ISO 8601 UTC, tuples -> lists."""
+    """Dataclasses and structs -> dicts with camelCase keys, datetimes -> ISO 8601 UTC, tuples -> lists."""
+    if isinstance(value, msgspec.Struct):
+        return {key: to_jsonable(getattr(value, name)) for name, key in _struct_fields(type(value))}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {key: to_jsonable(getattr(value, name)) for name, key in _fields(type(value))}
     if isinstance(value, datetime):
