@@ -50,6 +50,7 @@ class _Recipe(NamedTuple):
     identity: bool  # the unit is the canonical one: values pass through unchanged
     fasting: bool
     without_range: tuple[float | None, float | None, RangeSource]  # when the Observation has none
+    ranges: dict[ReferenceRange, RangeResult]  # this pair's converted reference ranges (decoded: hashable)
 
 
 _NONE: list[Any] = []  # shared empty list for the common Observation without components (never mutated)
@@ -82,7 +83,6 @@ class _Lookups:
     conversions: dict[tuple[str, str], Linear] = field(default_factory=dict)
     text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = field(default_factory=dict)
     recipes: dict[tuple[Any, Any], _Recipe] = field(default_factory=dict)
-    typed_ranges: dict[tuple[str, str, ReferenceRange], RangeResult] = field(default_factory=dict)
     concepts: dict[CodeableConcept, tuple[str, str, bool] | None] = field(default_factory=dict)
 
     def bounded(self) -> _Lookups:
@@ -91,7 +91,6 @@ class _Lookups:
             self.conversions,
             self.text_hits,
             self.recipes,
-            self.typed_ranges,
             self.concepts,
         )
         for cache in caches:
@@ -127,7 +126,6 @@ class ObservationNormalizer:
         self._canonical = lookups.canonical
         self._loinc = kb.loinc_index
         self._recipes = lookups.recipes
-        self._typed_ranges = lookups.typed_ranges
         self._concepts = lookups.concepts
 
     def normalize(self, observations: list[Any]) -> dict[str, list[LabValue]]:
@@ -345,7 +343,7 @@ class ObservationNormalizer:
         if not ranges:  # absent (UNSET is falsy) or empty
             low, high, range_source = recipe.without_range
         elif len(ranges) == 1:
-            found = self._typed_ranges.get((recipe.analyte, recipe.unit, ranges[0]))
+            found = recipe.ranges.get(ranges[0])
             if found is None:
                 found = self._typed_range(recipe, ranges[0])
             low, high, range_source = found if found[2] == "observation" else recipe.without_range
@@ -386,16 +384,18 @@ class ObservationNormalizer:
         recipe = _Recipe(
             analyte, code, unit, self._canonical[analyte], conversion,
             conversion.scale == 1.0 and conversion.offset == 0.0, hit.fasting,
-            (None, None, "none") if fallback is None else (fallback[0], fallback[1], "fallback"),
+            (None, None, "none") if fallback is None else (fallback[0], fallback[1], "fallback"), {},
         )  # fmt: skip
         self._recipes[(code, unit)] = recipe
         return recipe
 
     def _typed_range(self, recipe: _Recipe, entry: ReferenceRange) -> RangeResult:
-        """Convert a decoded range once per distinct (analyte, unit, range): decoded ranges are frozen, so
-        hashable by value."""
+        """Convert a decoded range once per recipe and distinct range (decoded ranges are frozen, so
+        hashable by value)."""
         found = self._convert_range(recipe.analyte, [as_json(entry)], recipe.unit)
-        self._typed_ranges[(recipe.analyte, recipe.unit, entry)] = found
+        if len(recipe.ranges) > CACHE_LIMIT:  # keys come from request data
+            recipe.ranges.clear()
+        recipe.ranges[entry] = found
         return found
 
     def _value(
