@@ -53,9 +53,6 @@ class _Recipe(NamedTuple):
     ranges: dict[ReferenceRange, RangeResult]  # this pair's converted reference ranges (decoded: hashable)
 
 
-_NONE: list[Any] = []  # shared empty list for the common Observation without components (never mutated)
-
-
 def _unit_of(quantity: dict[str, Any]) -> str | None:
     code = quantity.get("code")
     system = quantity.get("system")
@@ -204,33 +201,18 @@ class ObservationNormalizer:
         return None
 
     def _one(self, resource: Any, found: list[LabValue]) -> None:
-        # Hot path (thousands of Observations per hook): the common shape (a LOINC coding first, an
-        # effectiveDateTime) is read inline; everything else goes through the general helpers.
-        if type(resource) is TypedObservation:  # not the plain typed shape (see _typed): read as JSON
+        """The general (lenient) path: any JSON Observation, or a typed one that is not the plain shape."""
+        if type(resource) is TypedObservation:
             resource = as_dict(resource)
-        concept = resource.get("code")
-        mapped = None
-        if type(concept) is dict:
-            items = concept.get("coding")
-            if type(items) is list and items:
-                first = items[0]
-                if type(first) is dict and first.get("system") == LOINC:
-                    code = first.get("code")
-                    if isinstance(code, str):
-                        hit = self._loinc.get(code)
-                        if hit is not None:
-                            mapped = (hit.analyte, code, hit.fasting)
-        if mapped is None:
-            mapped = self._analyte(concept)
+        mapped = self._analyte(resource.get("code"))
         components = resource.get("component")
-        mapped_components: list[tuple[int, dict[str, Any], tuple[str, str, bool]]] = _NONE
+        mapped_components: list[tuple[int, dict[str, Any], tuple[str, str, bool]]] = []
         if type(components) is list:
-            mapped_components = []
             for index, component in enumerate(components):
                 if isinstance(component, dict):
-                    hit_component = self._analyte(component.get("code"))
-                    if hit_component is not None:
-                        mapped_components.append((index, component, hit_component))
+                    hit = self._analyte(component.get("code"))
+                    if hit is not None:
+                        mapped_components.append((index, component, hit))
         if mapped is None and not mapped_components:
             return
         rid = resource.get("id")
@@ -242,7 +224,8 @@ class ObservationNormalizer:
         if status in EXCLUDED_STATUSES:
             self.issues.append(DataIssue(key, f"status '{status}': excluded"))
             return
-        time = _instant(resource.get("effectiveDateTime"))
+        effective = resource.get("effectiveDateTime")
+        time = parse_datetime(effective) if type(effective) is str else None
         if time is None:
             time = period_start(
                 resource, "effectiveDateTime", "effectiveInstant", "effectivePeriod", "issued"
@@ -259,11 +242,9 @@ class ObservationNormalizer:
             lab = self._value(key, "", resource, resource, mapped, time, preliminary)
             if lab is not None:
                 found.append(lab)
-        for index, component, hit_component in mapped_components:
+        for index, component, hit in mapped_components:
             path = f"component[{index}]."
-            lab = self._value(
-                f"{key}#{path[:-1]}", path, resource, component, hit_component, time, preliminary
-            )
+            lab = self._value(f"{key}#{path[:-1]}", path, resource, component, hit, time, preliminary)
             if lab is not None:
                 found.append(lab)
 
@@ -439,14 +420,7 @@ class ObservationNormalizer:
                 self._issue(key, problem, f"{path}valueQuantity.code")
                 return None
         comparator = quantity.get("comparator")
-        ranges = holder.get("referenceRange")
-        range_source: RangeSource
-        if ranges is None and analyte in self.kb.ranges:  # common for vital signs: skip the call
-            low, high = self.kb.ranges[analyte]
-            range_source = "fallback"
-            self.fallback_analytes.add(analyte)
-        else:
-            low, high, range_source = self._range(analyte, holder, resource, unit)
+        low, high, range_source = self._range(analyte, holder, resource, unit)
         value = raw if conversion.scale == 1.0 and conversion.offset == 0.0 else conversion.apply(raw)
         return LabValue(
             analyte, value, self._canonical[analyte], time, key, code, raw, unit,
@@ -546,14 +520,3 @@ def _range_key(analyte: str, unit: str, ranges: list[Any]) -> tuple[Any, ...] | 
         low.get("value"), low.get("code"), low.get("unit"), low.get("system"),
         high.get("value"), high.get("code"), high.get("unit"), high.get("system"),
     )  # fmt: skip
-
-
-def _instant(value: Any) -> datetime | None:
-    """parse_datetime with the full-timestamp case first (the common one on the hot path)."""
-    if type(value) is not str:
-        return None
-    try:
-        parsed = _FROMISO(value)
-    except ValueError:
-        return parse_datetime(value)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
