@@ -7,9 +7,10 @@ excludes the value and records a DataIssue; nothing is guessed.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from operator import attrgetter
+from operator import attrgetter, eq
 from typing import Any, NamedTuple
 
 from msgspec import UNSET, UnsetType
@@ -62,6 +63,17 @@ def _unit_of(quantity: dict[str, Any]) -> str | None:
     if isinstance(unit, str):
         return unit
     return code if isinstance(code, str) else None
+
+
+def _may_repeat(series: list[LabValue]) -> bool:
+    """Whether a time-sorted series holds the same value twice at one time. Checked in C: adjacent times
+    first (equal times are rare within one analyte), the full (analyte, time, value) set only then."""
+    if len(series) < 2:
+        return False
+    times = list(map(_TIME, series))
+    if not any(map(eq, times, times[1:])):
+        return False
+    return len(set(map(_SAME_VALUE, series))) != len(series)
 
 
 RangeResult = tuple[float | None, float | None, Any]
@@ -128,20 +140,16 @@ class ObservationNormalizer:
     def normalize(self, observations: list[Any]) -> dict[str, list[LabValue]]:
         issues_before = len(self.issues)
         found: list[LabValue] = []
-        one, typed = self._one, self._typed
-        for resource in observations:
-            if type(resource) is not TypedObservation or not typed(resource, found):
-                one(resource, found)
-        keys = set(map(_SAME_VALUE, found))  # (analyte, time, value), built in C
-        if len(keys) != len(found):
-            # Duplicates are rare: normalize again, reporting each where it occurs among the other issues.
-            del self.issues[issues_before:]
-            return self._normalize_reporting_duplicates(observations)
+        self._normalize_each(observations, found)
         labs: dict[str, list[LabValue]] = defaultdict(list)
         for lab in found:
             labs[lab.analyte].append(lab)
         for values in labs.values():
             values.sort(key=_TIME)  # stable: equal times keep their input order
+            if _may_repeat(values):
+                # Duplicates are rare: normalize again, reporting each where it occurs among the other issues.
+                del self.issues[issues_before:]
+                return self._normalize_reporting_duplicates(observations)
         return labs
 
     def _normalize_reporting_duplicates(self, observations: list[Any]) -> dict[str, list[LabValue]]:
@@ -149,8 +157,7 @@ class ObservationNormalizer:
         seen: dict[tuple[str, datetime, float], str] = {}
         found: list[LabValue] = []
         for resource in observations:
-            if type(resource) is not TypedObservation or not self._typed(resource, found):
-                self._one(resource, found)
+            self._normalize_each((resource,), found)
             for lab in found:  # usually one value
                 key = (lab.analyte, lab.time, lab.value)
                 size = len(seen)
@@ -169,6 +176,53 @@ class ObservationNormalizer:
         for values in labs.values():
             values.sort(key=_TIME)
         return labs
+
+    def _normalize_each(self, observations: Iterable[Any], found: list[LabValue]) -> None:
+        """Append the values of each Observation to `found`, in input order.
+
+        The plain shapes, already type-checked by the decoder, are read inline (the hot path: thousands per
+        hook): a LOINC-coded numeric value, or a panel of LOINC-coded numeric components, with an
+        effectiveDateTime, UCUM units and a status that is neither excluded nor flagged. Anything else,
+        and anything not decoded (JSON), takes the general path (`_one`), which decides and reports.
+        """
+        one, panel, value_of = self._one, self._typed_panel, self._typed_value
+        append = found.append
+        times: dict[str, datetime] = {}  # a panel's results share their time: parse it once
+        for observation in observations:
+            if type(observation) is not TypedObservation:
+                one(observation, found)
+                continue
+            # `x is UNSET` rather than isinstance (the hot path); UNSET is also falsy.
+            code, rid, effective = observation.code, observation.id, observation.effectiveDateTime
+            plain = observation.status not in _NOT_PLAIN_STATUSES
+            if code is UNSET or rid is UNSET or effective is UNSET or not plain:
+                one(observation, found)
+                continue
+            time = times.get(effective)
+            if time is None:
+                try:
+                    time = _FROMISO(effective)
+                except ValueError:
+                    one(observation, found)
+                    continue
+                if time.tzinfo is None:
+                    time = time.replace(tzinfo=UTC)
+                times[effective] = time
+            key = f"Observation/{rid}"
+            if observation.component:
+                if not panel(observation, code, key, time, found):
+                    one(observation, found)
+                continue
+            codings = code.coding
+            lab = (
+                value_of(key, codings[0].code, observation.valueQuantity, observation.referenceRange, time)
+                if codings and codings[0].system == LOINC
+                else None
+            )
+            if lab is None:
+                one(observation, found)
+            else:
+                append(lab)
 
     def _analyte(self, concept: Any) -> tuple[str, str, bool] | None:
         # Hot path (thousands of Observations per hook): a plain loop instead of the codings() generator.
@@ -247,35 +301,6 @@ class ObservationNormalizer:
             lab = self._value(f"{key}#{path[:-1]}", path, resource, component, hit, time, preliminary)
             if lab is not None:
                 found.append(lab)
-
-    def _typed(self, observation: TypedObservation, found: list[LabValue]) -> bool:
-        """The plain shapes, already type-checked by the decoder: a LOINC-coded numeric value (or a panel of
-        LOINC-coded numeric components) with an effectiveDateTime, UCUM units, a status that is neither
-        excluded nor flagged. Returns False, having done nothing, for anything else: the general path then
-        decides (and reports). What depends only on the code and unit is looked up once per pair."""
-        # `x is UNSET` rather than isinstance (the hot path); UNSET is also falsy.
-        code, rid, effective = observation.code, observation.id, observation.effectiveDateTime
-        if code is UNSET or rid is UNSET or effective is UNSET or observation.status in _NOT_PLAIN_STATUSES:
-            return False
-        try:
-            time = _FROMISO(effective)
-        except ValueError:
-            return False
-        if time.tzinfo is None:
-            time = time.replace(tzinfo=UTC)
-        key = f"Observation/{rid}"
-        if observation.component:
-            return self._typed_panel(observation, code, key, time, found)
-        codings = code.coding
-        if not codings or codings[0].system != LOINC:
-            return False
-        lab = self._typed_value(
-            key, codings[0].code, observation.valueQuantity, observation.referenceRange, time
-        )
-        if lab is None:
-            return False
-        found.append(lab)
-        return True
 
     def _typed_panel(
         self,
