@@ -46,6 +46,7 @@ from cds_service.config import ENV_VARIABLES, Settings
 from cds_service.engine import evaluate
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.feedback_store import FeedbackStore
+from cds_service.json_provider import OrjsonProvider
 from cds_service.ops.blueprints import BLUEPRINTS as ops_blueprints
 from cds_service.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
 from cds_service.services import build_registry
@@ -77,7 +78,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     mappings = overrides.pop("MAPPINGS_DIR", None)
     knowledge = load_knowledge(Path(mappings) if mappings is not None else None)
     app = Flask(__name__)
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep discovery and cards in their own order
+    app.json = OrjsonProvider(app)
     app.config.update(_defaults(settings))
     app.config.update({k: v for k, v in overrides.items() if k not in ENV_VARIABLES})
     _warm_up()

@@ -453,10 +453,29 @@ def _good() -> dict[str, Any]:
         (lambda c: c.update(detail="<b>bold</b>"), "raw HTML"),
         (lambda c: c.update(links=[]), "empty"),
         (lambda c: c["source"].update(url=""), "empty"),
+        (lambda c: c["source"].update(icon=None), r"card\.source\.icon: null or empty"),
+        (
+            lambda c: c["suggestions"][0]["actions"][0]["resource"].update(note={}),
+            r"card\.suggestions\[0\]\.actions\[0\]\.resource\.note: null or empty",
+        ),
+        (lambda c: c["overrideReasons"].append({}), r"card\.overrideReasons\[\d+\]: null or empty"),
     ],
 )
 def test_invariants_reject_bad_cards(mutate: Callable[[dict[str, Any]], Any], message: str) -> None:
     card = _good()
     mutate(card)
     with pytest.raises(CardInvariantError, match=message):
+        check_card(card)
+
+
+@pytest.mark.parametrize("text", ['say "no"', "null, [] and {}", 'ends with a quote"', "nullable"])
+def test_text_that_looks_empty_in_json_is_not_an_empty_element(text: str) -> None:
+    """The serialized card is scanned for null/""/[]/{} first; text holding those marks is not an empty
+    element (the exact walk decides), and an actually empty element beside it is still found."""
+    card = _good()
+    card["detail"] = card["detail"] + " " + text
+    card["suggestions"][0]["label"] = text
+    check_card(card)
+    card["suggestions"][0]["actions"][0]["description"] = ""
+    with pytest.raises(CardInvariantError, match=r"suggestions\[0\]\.actions\[0\]\.description"):
         check_card(card)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 INDICATORS = frozenset({"info", "warning", "critical"})
 SELECTION_BEHAVIORS = frozenset({"at-most-one", "any"})
 ACTION_TYPES = frozenset({"create", "update", "delete"})
@@ -32,9 +34,19 @@ def _has_empty(value: Any) -> bool:
     return False
 
 
+# Compact JSON holds one of these wherever an element is null or empty; their absence from the serialized
+# card proves there is none. Present (also inside text, e.g. an escaped quote before a closing one), the exact
+# walk decides.
+_EMPTY_MARKS = (b"null", b'""', b"[]", b"{}")
+
+
 def _no_empty(value: Any, path: str) -> None:
     """JSON elements are never null or empty ("", [], {}) (spec 1.1)."""
-    if _has_empty(value):
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # not plain JSON: the walk decides
+        text = b"null"
+    if any(mark in text for mark in _EMPTY_MARKS) and _has_empty(value):
         _find_empty(value, path)
 
 
