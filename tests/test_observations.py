@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from cds_service.engine import evaluate
+from cds_service.engine import EngineConfig, evaluate
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.units import UnitError
 from tests.engine_helpers import AT, lab
@@ -226,3 +227,47 @@ def test_garbage_entries_do_not_crash() -> None:
     }
     result = evaluate(data, at=day(13))
     assert len(result.data_quality.issues) >= 4
+
+
+def _ferritin_at(when: datetime, rid: str) -> dict[str, Any]:
+    return obs("2276-4", 1000, "ng/mL", when, rid=rid)
+
+
+def _used_and_issues(data: dict[str, Any], at: datetime | None) -> tuple[list[str], list[tuple[str, str]]]:
+    result = evaluate(data, at=at)
+    used = [lab.resource_id.removeprefix("Observation/") for lab in result.labs["ferritin"]]
+    return used, [(i.resource, i.problem) for i in result.data_quality.issues]
+
+
+def test_values_after_an_explicit_instant_are_cut_at_the_exact_boundary() -> None:
+    """A value at exactly the evaluation instant is used; one a second later is not, and the later
+    ones are counted in one flagged issue (not reported as dated in the future)."""
+    later = [timedelta(seconds=1), timedelta(minutes=5), timedelta(days=2)]
+    data = bundle(
+        patient(),
+        car_t(),
+        _ferritin_at(AT - timedelta(hours=1), "before"),
+        _ferritin_at(AT, "at"),
+        *(_ferritin_at(AT + delta, f"later-{n}") for n, delta in enumerate(later)),
+    )
+    used, issues = _used_and_issues(data, AT)
+    assert used == ["before", "at"]
+    assert ("3 results", "dated after the evaluation instant: not used") in issues
+    assert not [problem for _, problem in issues if "future" in problem]
+
+
+def test_values_dated_after_now_are_excluded_and_beyond_the_tolerance_reported() -> None:
+    now = datetime.now(UTC)
+    tolerance = timedelta(minutes=EngineConfig.from_knowledge(load_knowledge()).future_tolerance_minutes)
+    data = bundle(
+        patient(),
+        car_t(),
+        _ferritin_at(now - timedelta(hours=1), "before"),
+        _ferritin_at(now + tolerance - timedelta(minutes=1), "within-tolerance"),
+        _ferritin_at(now + tolerance + timedelta(minutes=1), "beyond"),
+        _ferritin_at(now + timedelta(days=30), "far"),
+    )
+    used, issues = _used_and_issues(data, None)
+    assert used == ["before"]
+    future = [resource for resource, problem in issues if problem == "dated in the future: excluded"]
+    assert future == ["Observation/beyond", "Observation/far"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 from cds_service.engine.config import EngineConfig
 from cds_service.engine.knowledge import Knowledge, Threshold
@@ -23,6 +24,8 @@ from cds_service.engine.model import (
     ProcedureEvent,
     Therapy,
 )
+
+_VALUE = attrgetter("value")
 
 
 @dataclass(slots=True)
@@ -40,6 +43,8 @@ class Context:
     patient: PatientInfo
     supplied_types: frozenset[str] = frozenset()
     _times: dict[str, list[datetime]] = field(default_factory=dict)
+    # The instruments ask for the same worst values (ferritin over the window, ...): found once each.
+    _worst: dict[tuple[str, datetime | None, datetime | None], LabValue | None] = field(default_factory=dict)
 
     def values(
         self, analyte: str, start: datetime | None = None, end: datetime | None = None
@@ -58,12 +63,17 @@ class Context:
     def worst(
         self, analyte: str, start: datetime | None = None, end: datetime | None = None
     ) -> LabValue | None:
+        """The worst value (max or min, per analyte) with start <= time <= end; the first of equals."""
+        key = (analyte, start, end)
+        if key in self._worst:
+            return self._worst[key]
         series = self.values(analyte, start, end)
-        if not series:
-            return None
-        if self.kb.analytes[analyte]["worst"] == "max":
-            return max(series, key=lambda lab: lab.value)
-        return min(series, key=lambda lab: lab.value)
+        found = None
+        if series:
+            pick = max if self.kb.analytes[analyte]["worst"] == "max" else min
+            found = pick(series, key=_VALUE)
+        self._worst[key] = found
+        return found
 
     @property
     def baseline_anchor(self) -> datetime | None:

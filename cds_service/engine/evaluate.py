@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from cds_service import __version__
@@ -32,6 +34,8 @@ from cds_service.engine.timeline import (
     with_lymphodepletion,
 )
 
+_TIME = attrgetter("time")
+
 
 def _drop_future(
     labs: dict[str, list[LabValue]],
@@ -40,17 +44,18 @@ def _drop_future(
     tolerance: timedelta,
     issues: list[DataIssue],
 ) -> dict[str, list[LabValue]]:
-    """Only data at or before `at` is used; data after `now` (+ tolerance) is a data-quality problem."""
+    """Only data at or before `at` is used; data after `now` (+ tolerance) is a data-quality problem.
+    Each series is sorted by time, so the cuts are found by bisection."""
     kept: dict[str, list[LabValue]] = {}
     later = 0
     for analyte, series in labs.items():
-        kept[analyte] = [lab for lab in series if lab.time <= at]
-        later += len(series) - len(kept[analyte])
-        if not explicit_at:
+        cut = bisect_right(series, at, key=_TIME)
+        kept[analyte] = series if cut == len(series) else series[:cut]
+        later += len(series) - cut
+        if not explicit_at and cut < len(series):
             issues.extend(
                 DataIssue(lab.resource_id, "dated in the future: excluded", path="effective[x]")
-                for lab in series
-                if lab.time > at + tolerance
+                for lab in series[bisect_right(series, at + tolerance, key=_TIME) :]
             )
     if explicit_at and later:
         issues.append(
