@@ -469,9 +469,8 @@ def test_invariants_reject_bad_cards(mutate: Callable[[dict[str, Any]], Any], me
 
 
 @pytest.mark.parametrize("text", ['say "no"', "null, [] and {}", 'ends with a quote"', "nullable"])
-def test_text_that_looks_empty_in_json_is_not_an_empty_element(text: str) -> None:
-    """The serialized card is scanned for null/""/[]/{} first; text holding those marks is not an empty
-    element (the exact walk decides), and an actually empty element beside it is still found."""
+def test_text_that_looks_empty_is_not_an_empty_element(text: str) -> None:
+    """Text holding "null", [] or {} is not an empty element; an actually empty element beside it is found."""
     card = _good()
     card["detail"] = card["detail"] + " " + text
     card["suggestions"][0]["label"] = text
@@ -479,3 +478,31 @@ def test_text_that_looks_empty_in_json_is_not_an_empty_element(text: str) -> Non
     card["suggestions"][0]["actions"][0]["description"] = ""
     with pytest.raises(CardInvariantError, match=r"suggestions\[0\]\.actions\[0\]\.description"):
         check_card(card)
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+class _Object(dict[str, Any]):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["source"].update(label=_Text("")), r"card\.source\.label: null or empty"),
+        (lambda c: c.update(source=_Object(label="x", topic=_Object())), r"card\.source\.topic: null"),
+        (lambda c: c["links"][0].update(label=_Text("dashboard")), None),
+    ],
+)
+def test_subclasses_of_json_types_are_walked_the_same_way(
+    mutate: Callable[[dict[str, Any]], Any], message: str | None
+) -> None:
+    card = _good()
+    mutate(card)
+    if message is None:
+        check_card(card)
+    else:
+        with pytest.raises(CardInvariantError, match=message):
+            check_card(card)
