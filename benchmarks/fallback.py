@@ -17,7 +17,8 @@ from benchmarks.server import ServiceProcess
 
 
 def _median_ms(service: ServiceProcess, body: dict[str, Any], n: int) -> float:
-    return statistics.median(load(service, HOOK_PATH, orjson.dumps(body), requests=n)["latencies"]) * 1e3
+    latencies: list[float] = load(service, HOOK_PATH, orjson.dumps(body), requests=n)["latencies"]
+    return statistics.median(latencies) * 1e3
 
 
 def fallback(

@@ -19,21 +19,26 @@ from cds_service.gc_tuning import tune_gc
 
 def make_app(workdir: Path) -> Flask:
     """The app as a gunicorn worker runs it, garbage-collector settings included (cds_service.gc_tuning)."""
-    app = create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}"})
+    app = create_app(
+        {
+            "CDS_DEV_MODE": True,
+            "CDS_BENCH_FLOOR": True,
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        }
+    )
     tune_gc()
     return app
 
 
-def whole_hook(app: Flask) -> Callable[[bytes], bytes]:
+def whole_hook(app: Flask, url: str = f"/cds-services/{SERVICE_ID}") -> Callable[[bytes], bytes]:
     """The real endpoint through Flask's WSGI stack in-process: parse, prefetch, engine, cards, JSON."""
     client = app.test_client()
-    url = f"/cds-services/{SERVICE_ID}"
 
     def call(body: bytes) -> bytes:
         response = client.post(url, data=body, content_type="application/json")
         if response.status_code != 200:
             raise RuntimeError(f"hook answered {response.status_code}: {response.data[:300]!r}")
-        return response.data
+        return response.get_data()
 
     return call
 
@@ -74,3 +79,27 @@ def measure(bodies: dict[int, bytes], repeat: int = 15) -> dict[str, Any]:
                 "ratio_vs_parse": statistics.median(hook) / statistics.median(parse),
             }
         return results
+
+
+def fixed_cost(body: bytes, repeat: int = 200) -> dict[str, Any]:
+    """What a hook costs beyond reading its request when there is (almost) nothing to read: the request
+    with every Observation removed, through the hook and through the floor endpoint of the same app. The
+    difference is the per-hook work that does not shrink with the data (instruments, card, bookkeeping)."""
+    document = orjson.loads(body)
+    document["prefetch"]["observations"] = {"resourceType": "Bundle", "type": "searchset"}
+    small = orjson.dumps(document)
+    with tempfile.TemporaryDirectory() as tmp:
+        app = make_app(Path(tmp))
+        hook, floor = whole_hook(app), whole_hook(app, "/_bench/floor")
+        hook(small), floor(small)
+        hook_times: list[float] = []
+        floor_times: list[float] = []
+        for _ in range(repeat):
+            hook_times += timings(lambda: hook(small), 1)
+            floor_times += timings(lambda: floor(small), 1)
+    return {
+        "bytes": len(small),
+        "hook_median_ms": statistics.median(hook_times) * 1e3,
+        "floor_median_ms": statistics.median(floor_times) * 1e3,
+        "fixed_ms": (statistics.median(hook_times) - statistics.median(floor_times)) * 1e3,
+    }

@@ -18,7 +18,7 @@ from typing import Any
 from benchmarks.fallback import fallback
 from benchmarks.hook_requests import SIZES, course, request_bytes
 from benchmarks.http_bench import latency, memory, throughput
-from benchmarks.inprocess import measure
+from benchmarks.inprocess import fixed_cost, measure
 from benchmarks.server import ServiceProcess
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -66,8 +66,11 @@ def table(results: dict[str, Any]) -> str:
             f"{r['hook_p95_ms']:8.1f}ms   {r['ratio_vs_parse']:.2f}"
         )
     h, t, m, f = results["http_latency"], results["http_throughput"], results["memory"], results["fallback"]
+    x = results["fixed_cost"]
     rows += [
         f"linear growth time(10000)/time(1000): {results['linear_growth']:.2f}",
+        f"fixed cost per hook (no Observations, in-process): hook {x['hook_median_ms']:.2f}ms - floor "
+        f"{x['floor_median_ms']:.2f}ms = {x['fixed_ms']:.2f}ms",
         f"HTTP 3000 obs: hook p50 {h['hook_p50_ms']:.1f}ms p95 {h['hook_p95_ms']:.1f}ms; floor p50 "
         f"{h['floor_p50_ms']:.1f}ms p95 {h['floor_p95_ms']:.1f}ms; ratios p50 {h['p50_ratio']:.2f} "
         f"p95 {h['p95_ratio']:.2f}",
@@ -103,6 +106,7 @@ def main() -> int:
     logging.disable(logging.CRITICAL)  # the in-process app logs every request
     bodies = {size: request_bytes(size) for size in SIZES}
     results: dict[str, Any] = {"machine": machine(), "inprocess": measure(bodies)}
+    results["fixed_cost"] = fixed_cost(request_bytes(300))
     results["linear_growth"] = (
         results["inprocess"]["10000"]["hook_median_ms"] / results["inprocess"]["1000"]["hook_median_ms"]
     )
