@@ -75,7 +75,8 @@ def table(results: dict[str, Any]) -> str:
         f"{h['floor_p50_ms']:.1f}ms p95 {h['floor_p95_ms']:.1f}ms; ratios p50 {h['p50_ratio']:.2f} "
         f"p95 {h['p95_ratio']:.2f}",
         f"throughput 300 obs, 8 clients: hook {t['hook_rps']:.1f}/s, floor {t['floor_rps']:.1f}/s, "
-        f"ratio {t['throughput_ratio']:.2f}",
+        f"ratio {t['throughput_ratio']:.2f}; worker CPU per request: hook "
+        f"{t['hook_worker_cpu_ms_per_request']:.2f}ms, floor {t['floor_worker_cpu_ms_per_request']:.2f}ms",
         f"FHIR fallback: all keys absent {f['all_absent_ms']:.1f}ms vs slowest single key "
         f"({f['slowest_key']}) {f['single_query_ms'][f['slowest_key']]:.1f}ms: "
         f"ratio {f['fallback_ratio']:.2f}",

@@ -98,6 +98,14 @@ class ServiceProcess:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         return [int(pid) for pid in children]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of all workers so far (from /proc/<pid>/stat)."""
+        ticks = 0
+        for pid in self.worker_pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> dict[int, float]:
         return {pid: _status(pid, "VmRSS") / 1024 for pid in self.worker_pids()}
 
