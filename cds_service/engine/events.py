@@ -96,6 +96,11 @@ def crs_grade(kb: Knowledge, concept: Any) -> tuple[bool, int | None]:
 
 
 def drug_class(kb: Knowledge, concept: Any) -> str | None:
+    """The drug class of a medication concept (RxNorm code, else a reviewed name in its text)."""
+    return kb.memoized("drug_class", concept, _drug_class)
+
+
+def _drug_class(kb: Knowledge, concept: Any) -> str | None:
     code = _code_of(concept, RXNORM)
     if code is not None and code in kb.drug_rxnorm:
         return kb.drug_rxnorm[code]
@@ -185,6 +190,10 @@ def procedure_events(kb: Knowledge, procedures: list[dict[str, Any]], at: dateti
 
 def product_of(kb: Knowledge, concept: Any) -> tuple[str, str] | None:
     """(product id, how it matched) for a CAR-T product concept."""
+    return kb.memoized("product", concept, _product_of)
+
+
+def _product_of(kb: Knowledge, concept: Any) -> tuple[str, str] | None:
     code = _code_of(concept, RXNORM)
     if code is not None and code in kb.product_rxnorm:
         return kb.product_rxnorm[code], "rxnorm"

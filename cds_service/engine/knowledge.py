@@ -12,12 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import orjson
 
 from cds_service.datafiles import check_thresholds, load_validated, mappings_dir
 from cds_service.engine.catalog import Analyte, DrugClass, Finding, ProcedureKind
 from cds_service.engine.units import UnitConverter, UnitError, UnitSpec
 from cds_service.errors import DataFileError
+
+T = TypeVar("T")
+MEMO_LIMIT = 4096  # concepts remembered per knowledge base; they come from requests, so the memo is bounded
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -107,6 +112,22 @@ class Knowledge:
     engine_defaults: dict[str, Any]
     citations: dict[str, dict[str, Any]]
     _thresholds: dict[tuple[Any, ...], Threshold] = field(default_factory=dict)
+    _concepts: dict[tuple[str, bytes], Any] = field(default_factory=dict)
+
+    def memoized(self, name: str, concept: Any, compute: Callable[[Knowledge, Any], T]) -> T:
+        """`compute(self, concept)`, once per distinct concept (by its JSON): the same drug and product
+        codings come back on every hook. A concept that is not JSON is computed every time."""
+        try:
+            key = (name, orjson.dumps(concept))
+        except TypeError:
+            return compute(self, concept)
+        if key in self._concepts:
+            found: T = self._concepts[key]
+            return found
+        if len(self._concepts) >= MEMO_LIMIT:
+            self._concepts.clear()
+        result = self._concepts[key] = compute(self, concept)
+        return result
 
     def threshold(self, analyte: str, spec: dict[str, Any], source: str = "") -> Threshold:
         """Convert a threshold spec {op, value, unit} of `analyte` to canonical units (memoized: the
