@@ -11,8 +11,11 @@ except that a Bundle entry keeps only its `resource` (nothing reads fullUrl, sea
 Anything this path does not recognise exactly (malformed JSON, an element of the wrong type, a resource
 type or element outside the declared ones, an unknown top-level field) makes `decode` return None, and the
 caller reads the request the general way (orjson, then schema and lenient checks), which decides the
-answer. So the fast path only ever handles documents the general path would read the same way; the
-hook fixtures are answered identically on both paths (tests/test_typed_request.py).
+answer. One exception: an Observation's `code` and `referenceRange` (and its components') are kept as raw
+JSON here and type-checked by the normalizer once per distinct value; an Observation whose code or range
+does not fit is read the lenient way, exactly as on the general path. So the fast path only ever handles
+documents the general path would read the same way; the hook fixtures are answered identically on both
+paths, and hypothesis properties compare the two (tests/test_typed_request.py).
 
 One documented difference: an integer too large for 64 bits inside an untyped element stays an integer
 here, where orjson reads it as a float.

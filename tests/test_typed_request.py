@@ -315,6 +315,60 @@ def test_generated_examples_do_take_the_fast_path() -> None:
     )
 
 
+def _ferritin(**elements: Any) -> dict[str, Any]:
+    quantity = {"value": 900, "unit": "ng/mL", "system": "http://unitsofmeasure.org", "code": "ng/mL"}
+    return {
+        "resourceType": "Observation",
+        "id": f"o-{len(elements)}-{sorted(elements)}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2276-4"}]},
+        "effectiveDateTime": "2026-11-20T10:00:00Z",
+        "valueQuantity": quantity,
+        **elements,
+    }
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"code": {"coding": "2276-4"}},  # coding not an array
+        {"code": {"coding": [{"system": "http://loinc.org", "code": 2276}]}},  # code not a string
+        {"referenceRange": {"low": {"value": 30}}},  # not an array
+        {"referenceRange": [{"low": {"value": "30"}}]},  # value not a number
+        {"referenceRange": [{"low": {"value": 30}}, {"high": {"value": 400}}]},  # two ranges
+        {"referenceRange": []},
+        {
+            "code": {"text": "blood pressure panel"},
+            "valueQuantity": None,
+            "component": [{"code": {"coding": [{"system": 7}]}, "valueQuantity": {"value": 120}}],
+        },
+    ],
+    ids=["coding-object", "code-number", "range-object", "range-text", "two-ranges", "no-ranges", "panel"],
+)
+def test_an_odd_code_or_range_is_read_the_general_way_for_that_observation_only(odd: dict[str, Any]) -> None:
+    """Codes and ranges are type-checked when first read, not while decoding: the request still takes
+    the fast path, the odd Observation is read the lenient way, and the result is the general path's."""
+    items = [_ferritin(), {k: v for k, v in _ferritin(**odd).items() if v is not None}]
+    prefetch = {"observations": {"resourceType": "Bundle", "entry": [{"resource": o} for o in items]}}
+    assert typed_request.decode(body_of(prefetch)) is not None
+    assert same_evaluation(prefetch) is True
+
+
+def test_shared_lookups_keep_bytes_not_views_of_the_request() -> None:
+    """Codes and ranges are remembered across hooks by a copy of their bytes: a cache entry must not
+    hold a view (msgspec.Raw) that would keep a whole request body alive."""
+    document = typed_request.decode(
+        body_of({"observations": _ferritin(referenceRange=[{"high": {"value": 400}}])})
+    )
+    assert document is not None
+    normalizer = ObservationNormalizer(load_knowledge())
+    labs = normalizer.normalize([document["prefetch"]["observations"]])
+    assert labs["ferritin"][0].high == 400
+    lookups = normalizer._concepts, *(r.ranges for r in normalizer._recipes.values())
+    keys = [key for table in lookups for key in table]
+    assert keys and all(type(key) is bytes for key in keys)
+
+
 def answer(tmp_path: Path, path: Path) -> tuple[int, Any]:
     app = create_app(dev_config(tmp_path, CLOCK=lambda: AT))  # pinned uuids and clock: comparable
     service = path.name.split(".")[1]

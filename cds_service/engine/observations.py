@@ -13,16 +13,17 @@ from datetime import UTC, datetime
 from operator import attrgetter, eq
 from typing import Any, NamedTuple
 
-from msgspec import UNSET, UnsetType
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
 
 from cds_service.engine.catalog import LOINC, UCUM
 from cds_service.engine.fhirutil import concept_text, number, parse_datetime, period_start, resource_key
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import DataIssue, LabValue, RangeSource
 from cds_service.engine.typed import (
-    CodeableConcept,
+    CONCEPT,
+    RANGES,
     Quantity,
-    ReferenceRange,
     TypedObservation,
     as_dict,
     as_json,
@@ -51,7 +52,21 @@ class _Recipe(NamedTuple):
     identity: bool  # the unit is the canonical one: values pass through unchanged
     fasting: bool
     without_range: tuple[float | None, float | None, RangeSource]  # when the Observation has none
-    ranges: dict[ReferenceRange, RangeResult]  # this pair's converted reference ranges (decoded: hashable)
+    # This pair's referenceRange arrays by their JSON bytes: (low, high, source) as used, or None when the
+    # array is not the plain shape (one range of typed quantities, or none) and the general path decides.
+    ranges: dict[bytes, RangeResult | None]
+
+
+class _Concept(NamedTuple):
+    """What a code (CodeableConcept) means, by its JSON bytes: looked up once per distinct concept."""
+
+    plain: bool  # decodes as a typed CodeableConcept; otherwise the general path decides
+    first_loinc: str | None  # the first coding's code, if that coding is LOINC (the plain single value)
+    mapped: tuple[str, str, bool] | None  # (analyte, LOINC code, fasting) by the general rule (_analyte)
+
+
+_NOT_PLAIN = _Concept(False, None, None)
+_UNSEEN: Any = object()  # a cache miss, where None is a cached answer
 
 
 def _unit_of(quantity: dict[str, Any]) -> str | None:
@@ -92,7 +107,7 @@ class _Lookups:
     conversions: dict[tuple[str, str], Linear] = field(default_factory=dict)
     text_hits: dict[tuple[Any, ...], tuple[str, str, bool] | None] = field(default_factory=dict)
     recipes: dict[tuple[Any, Any], _Recipe] = field(default_factory=dict)
-    concepts: dict[CodeableConcept, tuple[str, str, bool] | None] = field(default_factory=dict)
+    concepts: dict[bytes, _Concept] = field(default_factory=dict)
 
     def bounded(self) -> _Lookups:
         caches = (
@@ -180,12 +195,14 @@ class ObservationNormalizer:
     def _normalize_each(self, observations: Iterable[Any], found: list[LabValue]) -> None:
         """Append the values of each Observation to `found`, in input order.
 
-        The plain shapes, already type-checked by the decoder, are read inline (the hot path: thousands per
-        hook): a LOINC-coded numeric value, or a panel of LOINC-coded numeric components, with an
-        effectiveDateTime, UCUM units and a status that is neither excluded nor flagged. Anything else,
-        and anything not decoded (JSON), takes the general path (`_one`), which decides and reports.
+        The plain shapes, type-checked by the decoder (codes and ranges once per distinct value), are read
+        inline (the hot path: thousands per hook): a LOINC-coded numeric value, or a panel of LOINC-coded
+        numeric components, with an effectiveDateTime, UCUM units and a status that is neither excluded
+        nor flagged. Anything else, and anything not decoded (JSON), takes the general path (`_one`),
+        which decides and reports.
         """
         one, panel, value_of = self._one, self._typed_panel, self._typed_value
+        concepts, concept_of = self._concepts, self._concept
         append = found.append
         times: dict[str, datetime] = {}  # a panel's results share their time: parse it once
         for observation in observations:
@@ -213,11 +230,11 @@ class ObservationNormalizer:
                 if not panel(observation, code, key, time, found):
                     one(observation, found)
                 continue
-            codings = code.coding
+            loinc = (concepts.get(bytes(code)) or concept_of(code)).first_loinc
             lab = (
-                value_of(key, codings[0].code, observation.valueQuantity, observation.referenceRange, time)
-                if codings and codings[0].system == LOINC
-                else None
+                None
+                if loinc is None
+                else value_of(key, loinc, observation.valueQuantity, observation.referenceRange, time)
             )
             if lab is None:
                 one(observation, found)
@@ -305,18 +322,24 @@ class ObservationNormalizer:
     def _typed_panel(
         self,
         observation: TypedObservation,
-        code: CodeableConcept,
+        code: Raw,
         key: str,
         time: datetime,
         found: list[LabValue],
     ) -> bool:
         """A panel (e.g. blood pressure): its own code unmapped, each mapped component one value."""
-        if observation.valueQuantity is not UNSET or self._concept(code) is not None:
+        own = self._concept(code)
+        if observation.valueQuantity is not UNSET or not own.plain or own.mapped is not None:
             return False
         labs: list[LabValue] = []
         for index, component in enumerate(observation.component or ()):
             concept = component.code
-            mapped = None if isinstance(concept, UnsetType) else self._concept(concept)
+            if isinstance(concept, UnsetType):
+                continue
+            meaning = self._concept(concept)
+            if not meaning.plain:
+                return False
+            mapped = meaning.mapped
             if mapped is None:
                 continue  # as on the general path: components of other analytes are not read
             lab = self._typed_value(
@@ -337,7 +360,7 @@ class ObservationNormalizer:
         key: str,
         code: str | UnsetType,
         quantity: Quantity | UnsetType,
-        ranges: list[ReferenceRange] | UnsetType,
+        ranges: Raw | UnsetType,
         time: datetime,
     ) -> LabValue | None:
         if quantity is UNSET:
@@ -346,15 +369,16 @@ class ObservationNormalizer:
         recipe = self._recipes.get((code, unit)) or self._recipe(code, unit)
         if recipe is None or raw is UNSET or not -1e15 < raw < 1e15 or quantity.system not in _UCUM_OR_UNSET:
             return None
-        if not ranges:  # absent (UNSET is falsy) or empty
+        if ranges is UNSET:
             low, high, range_source = recipe.without_range
-        elif len(ranges) == 1:
-            found = recipe.ranges.get(ranges[0])
-            if found is None:
-                found = self._typed_range(recipe, ranges[0])
-            low, high, range_source = found if found[2] == "observation" else recipe.without_range
         else:
-            return None
+            text = bytes(ranges)
+            found = recipe.ranges.get(text, _UNSEEN)
+            if found is _UNSEEN:
+                found = self._typed_ranges(recipe, text)
+            if found is None:
+                return None
+            low, high, range_source = found
         if range_source == "fallback":
             self.fallback_analytes.add(recipe.analyte)
         comparator = quantity.comparator
@@ -365,11 +389,22 @@ class ObservationNormalizer:
             low, high, range_source, False, recipe.fasting, recipe.conversion.scale,
         )  # fmt: skip
 
-    def _concept(self, concept: CodeableConcept) -> tuple[str, str, bool] | None:
-        """What a decoded concept maps to, by the general rule (_analyte), once per distinct concept."""
-        if concept in self._concepts:
-            return self._concepts[concept]
-        found = self._concepts[concept] = self._analyte(as_json(concept))
+    def _concept(self, raw: Raw) -> _Concept:
+        """What a code means, decoded and type-checked once per distinct concept (by its JSON bytes)."""
+        text = bytes(raw)
+        found = self._concepts.get(text)
+        if found is None:
+            try:
+                concept = CONCEPT.decode(text)
+            except msgspec.ValidationError:
+                found = _NOT_PLAIN
+            else:
+                codings = concept.coding
+                first = codings[0] if codings else None
+                first_loinc = first.code if first is not None and first.system == LOINC else UNSET
+                mapped = self._analyte(as_json(concept))
+                found = _Concept(True, None if first_loinc is UNSET else first_loinc, mapped)
+            self._concepts[text] = found
         return found
 
     def _recipe(self, code: str | UnsetType, unit: str | UnsetType) -> _Recipe | None:
@@ -395,13 +430,25 @@ class ObservationNormalizer:
         self._recipes[(code, unit)] = recipe
         return recipe
 
-    def _typed_range(self, recipe: _Recipe, entry: ReferenceRange) -> RangeResult:
-        """Convert a decoded range once per recipe and distinct range (decoded ranges are frozen, so
-        hashable by value)."""
-        found = self._convert_range(recipe.analyte, [as_json(entry)], recipe.unit)
+    def _typed_ranges(self, recipe: _Recipe, text: bytes) -> RangeResult | None:
+        """A referenceRange array as used with this recipe, decoded and converted once per distinct array:
+        none -> the recipe's fallback, one typed range -> converted (if it gives a bound), anything else
+        (several ranges, another shape) -> None, and the general path decides."""
+        try:
+            entries = RANGES.decode(text)
+        except msgspec.ValidationError:
+            found: RangeResult | None = None
+        else:
+            if not entries:
+                found = recipe.without_range
+            elif len(entries) == 1:
+                converted = self._convert_range(recipe.analyte, [as_json(entries[0])], recipe.unit)
+                found = converted if converted[2] == "observation" else recipe.without_range
+            else:
+                found = None
         if len(recipe.ranges) > CACHE_LIMIT:  # keys come from request data
             recipe.ranges.clear()
-        recipe.ranges[entry] = found
+        recipe.ranges[text] = found
         return found
 
     def _value(

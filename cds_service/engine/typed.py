@@ -6,6 +6,12 @@ Observation (category, subject, performer, narrative, ...) is skipped without bu
 A request whose Observations do not fit these types (a number where FHIR has a string, ...) is not
 decoded this way at all: it takes the lenient dict path, which reports such values as data issues.
 
+`code` and `referenceRange` (of the Observation and of its components) are kept as their raw JSON
+(`msgspec.Raw`, a view of the request bytes): the same few concepts and ranges repeat across thousands
+of Observations, so the normalizer decodes and type-checks each distinct one once (CONCEPT, RANGES) and
+looks the rest up by their bytes. An Observation whose code or range does not fit those types is read
+the lenient way, which decides and reports.
+
 The structs are not tracked by the cyclic garbage collector (`gc=False`): decoded JSON cannot form a
 reference cycle, and thousands of them are made and freed per hook.
 
@@ -50,10 +56,10 @@ class Meta(msgspec.Struct, gc=False):
 
 
 class Component(msgspec.Struct, gc=False):
-    code: CodeableConcept | UnsetType = UNSET
+    code: msgspec.Raw | UnsetType = UNSET  # a CodeableConcept (CONCEPT), checked where first read
     valueQuantity: Quantity | UnsetType = UNSET
     dataAbsentReason: Any = UNSET
-    referenceRange: list[ReferenceRange] | UnsetType = UNSET
+    referenceRange: msgspec.Raw | UnsetType = UNSET  # an array of ReferenceRange (RANGES)
 
 
 class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceType", gc=False):
@@ -62,7 +68,7 @@ class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceTyp
     id: str | UnsetType = UNSET
     meta: Meta | UnsetType = UNSET
     status: str | UnsetType = UNSET
-    code: CodeableConcept | UnsetType = UNSET
+    code: msgspec.Raw | UnsetType = UNSET  # a CodeableConcept (CONCEPT), checked where first read
     component: list[Component] | UnsetType = UNSET
     effectiveDateTime: str | UnsetType = UNSET
     effectiveInstant: Any = UNSET
@@ -70,7 +76,11 @@ class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceTyp
     issued: Any = UNSET
     valueQuantity: Quantity | UnsetType = UNSET
     dataAbsentReason: Any = UNSET
-    referenceRange: list[ReferenceRange] | UnsetType = UNSET
+    referenceRange: msgspec.Raw | UnsetType = UNSET  # an array of ReferenceRange (RANGES)
+
+
+CONCEPT = msgspec.json.Decoder(CodeableConcept)
+RANGES = msgspec.json.Decoder(list[ReferenceRange])
 
 
 def as_json(value: msgspec.Struct) -> Any:
