@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
+from functools import lru_cache
 
 _FORMATTER = string.Formatter()
 
@@ -14,6 +15,11 @@ class TemplateError(ValueError):
 
 def placeholders(text: str) -> set[str]:
     """The `{name}` placeholders of `text`: bare identifiers only (no format specs or indexing)."""
+    return set(_placeholders(text))
+
+
+@lru_cache(maxsize=4096)  # template wording: the same few hundred fields on every card
+def _placeholders(text: str) -> frozenset[str]:
     names: set[str] = set()
     try:
         parsed = list(_FORMATTER.parse(text))
@@ -25,12 +31,12 @@ def placeholders(text: str) -> set[str]:
         if not name.isidentifier() or spec or conversion:
             raise TemplateError(f"placeholder {{{name}}} must be a bare name in {text!r}")
         names.add(name)
-    return names
+    return frozenset(names)
 
 
 def fill(text: str, values: Mapping[str, str]) -> str:
     """Replace every placeholder of `text` with its value; a missing value is an error, never left blank."""
-    missing = placeholders(text) - set(values)
+    missing = _placeholders(text) - values.keys()
     if missing:
         raise TemplateError(f"no value for {sorted(missing)} in {text!r}")
     return text.format_map(dict(values))
