@@ -230,6 +230,7 @@ class ObservationNormalizer:
                 if not panel(observation, code, key, time, found):
                     one(observation, found)
                 continue
+            # _concept, with its cache lookup inline (the hot path)
             loinc = (concepts.get(bytes(code)) or concept_of(code)).first_loinc
             lab = (
                 None
