@@ -53,6 +53,18 @@ def timings(fn: Callable[[], Any], repeat: int) -> list[float]:
     return found
 
 
+def interleaved(
+    first: Callable[[], Any], second: Callable[[], Any], repeat: int
+) -> tuple[list[float], list[float]]:
+    """Wall-clock seconds of `repeat` calls of each, alternating so that machine noise hits both alike."""
+    first_times: list[float] = []
+    second_times: list[float] = []
+    for _ in range(repeat):
+        first_times += timings(first, 1)
+        second_times += timings(second, 1)
+    return first_times, second_times
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -65,11 +77,11 @@ def measure(bodies: dict[int, bytes], repeat: int = 15) -> dict[str, Any]:
         results: dict[str, Any] = {}
         for size, body in bodies.items():
             call(body)  # warm: unit conversions, templates
-            parse: list[float] = []
-            hook: list[float] = []
-            for _ in range(repeat):  # interleave so machine noise hits both alike
-                parse += timings(lambda b=body: orjson.loads(b), 1)  # type: ignore[misc]
-                hook += timings(lambda b=body: call(b), 1)  # type: ignore[misc]
+            parse, hook = interleaved(
+                lambda b=body: orjson.loads(b),  # type: ignore[misc]
+                lambda b=body: call(b),  # type: ignore[misc]
+                repeat,
+            )
             results[str(size)] = {
                 "bytes": len(body),
                 "parse_median_ms": statistics.median(parse) * 1e3,
@@ -92,11 +104,7 @@ def fixed_cost(body: bytes, repeat: int = 200) -> dict[str, Any]:
         app = make_app(Path(tmp))
         hook, floor = whole_hook(app), whole_hook(app, "/_bench/floor")
         hook(small), floor(small)
-        hook_times: list[float] = []
-        floor_times: list[float] = []
-        for _ in range(repeat):
-            hook_times += timings(lambda: hook(small), 1)
-            floor_times += timings(lambda: floor(small), 1)
+        hook_times, floor_times = interleaved(lambda: hook(small), lambda: floor(small), repeat)
     return {
         "bytes": len(small),
         "hook_median_ms": statistics.median(hook_times) * 1e3,

@@ -400,11 +400,10 @@ class ObservationNormalizer:
             except msgspec.ValidationError:
                 found = _NOT_PLAIN
             else:
-                codings = concept.coding
-                first = codings[0] if codings else None
-                first_loinc = first.code if first is not None and first.system == LOINC else UNSET
+                first = concept.coding[0] if concept.coding else None
+                loinc = first.code if first is not None and first.system == LOINC else None
                 mapped = self._analyte(as_json(concept))
-                found = _Concept(True, None if first_loinc is UNSET else first_loinc, mapped)
+                found = _Concept(True, loinc if isinstance(loinc, str) else None, mapped)
             self._concepts[text] = found
         return found
 
