@@ -17,6 +17,7 @@ from benchmarks.server import ServiceProcess
 
 HOOK_PATH = f"/cds-services/{SERVICE_ID}"
 FLOOR_PATH = "/_bench/floor"
+READ_PATH = f"/_bench/read/{SERVICE_ID}"
 
 
 def load(
@@ -79,25 +80,33 @@ def latency(service: ServiceProcess, body: bytes, rounds: int = 6, per_round: in
 def throughput(
     service: ServiceProcess, body: bytes, clients: int = 8, seconds: float = 2.5, rounds: int = 4
 ) -> dict[str, Any]:
-    """Requests per second of the hook and the floor, measured in alternating windows so that machine
-    noise (a shared 2-core VM) hits both alike; and the workers' CPU time per request (what the ratio is
-    made of: on 2 cores, throughput is CPU per request)."""
-    done = {"floor": 0, "hook": 0}
-    elapsed = {"floor": 0.0, "hook": 0.0}
-    cpu = {"floor": 0.0, "hook": 0.0}
+    """Requests per second of the floor, the read ceiling and the hook, measured in alternating windows
+    so that machine noise (a shared 2-core VM) hits them alike; and the workers' CPU time per request
+    (what the ratios are made of: on 2 cores, throughput is CPU per request).
+
+    The read ceiling (cds_service.bench_floor) reads the request exactly as the hook does and stops before
+    the clinical work: `read_ratio` is the best throughput ratio any hook that reads its data could have,
+    and the gap between it and `throughput_ratio` is what the timeline, instruments and card cost."""
+    paths = {"floor": FLOOR_PATH, "read": READ_PATH, "hook": HOOK_PATH}
+    done = dict.fromkeys(paths, 0)
+    elapsed = dict.fromkeys(paths, 0.0)
+    cpu = dict.fromkeys(paths, 0.0)
     for _ in range(rounds):
-        for name, path in (("floor", FLOOR_PATH), ("hook", HOOK_PATH)):
+        for name, path in paths.items():
             before = service.cpu_seconds()
             result = load(service, path, body, clients=clients, seconds=seconds)
             cpu[name] += service.cpu_seconds() - before
             done[name] += len(result["latencies"])
             elapsed[name] += result["elapsed"]
-    floor_rps, hook_rps = done["floor"] / elapsed["floor"], done["hook"] / elapsed["hook"]
+    rps = {name: done[name] / elapsed[name] for name in paths}
     return {
-        "hook_rps": hook_rps,
-        "floor_rps": floor_rps,
-        "throughput_ratio": hook_rps / floor_rps,
+        "hook_rps": rps["hook"],
+        "read_rps": rps["read"],
+        "floor_rps": rps["floor"],
+        "throughput_ratio": rps["hook"] / rps["floor"],
+        "read_ratio": rps["read"] / rps["floor"],
         "hook_worker_cpu_ms_per_request": cpu["hook"] / done["hook"] * 1e3,
+        "read_worker_cpu_ms_per_request": cpu["read"] / done["read"] * 1e3,
         "floor_worker_cpu_ms_per_request": cpu["floor"] / done["floor"] * 1e3,
     }
 

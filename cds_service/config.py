@@ -30,8 +30,9 @@ CDS_JWKS_CACHE_TTL_S           How long a fetched JWKS is used before it is fetc
 CDS_JWKS_MIN_REFRESH_S         Least time between two fetches of one JWKS URL, e.g. on unknown kids
                                (default 60): a flood of bad kids cannot turn into a flood of fetches.
 CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
-CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, answers no cards) for the
-                               benchmarks in benchmarks/; default off.
+CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, answers no cards) and
+                               POST /_bench/read/<id> (reads a hook call's data, answers no cards) for
+                               the benchmarks in benchmarks/ (cds_service.bench_floor); default off.
 CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
                                environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================

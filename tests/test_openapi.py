@@ -85,6 +85,7 @@ def test_the_benchmark_floor_is_documented_when_enabled(tmp_path_factory: pytest
     document = app.test_client().get("/openapi.json").get_json()
     assert documented_operations(document) == route_operations(app)
     assert ("/_bench/floor", "post") in route_operations(app)
+    assert ("/_bench/read/{service_id}", "post") in route_operations(app)
 
 
 def test_options_is_documented_where_cors_preflights_happen(app: Flask, document: dict[str, Any]) -> None:

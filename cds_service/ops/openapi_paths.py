@@ -242,8 +242,9 @@ def preview_paths() -> dict[str, Any]:
     }
 
 
-def benchmark_paths() -> dict[str, Any]:
-    """POST /_bench/floor: served only with CDS_BENCH_FLOOR=1 (cds_service.bench_floor)."""
+def benchmark_paths(service_ids: list[str]) -> dict[str, Any]:
+    """POST /_bench/floor and /_bench/read/{service_id}: served only with CDS_BENCH_FLOOR=1
+    (cds_service.bench_floor)."""
     return {
         "/_bench/floor": {
             "post": {
@@ -259,7 +260,32 @@ def benchmark_paths() -> dict[str, Any]:
                     ),
                 },
             }
-        }
+        },
+        "/_bench/read/{service_id}": {
+            "post": {
+                "tags": ["benchmark"],
+                "operationId": "benchRead",
+                "summary": "Benchmark ceiling: reads a hook call as the hook does, stops before the clinical "
+                "work and answers no cards",
+                "description": "Registered only when CDS_BENCH_FLOOR=1 (benchmarks/). No authentication; it "
+                "reads only the request's prefetch and never queries a fhirServer.",
+                "parameters": [_service_id(service_ids)],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("CdsRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("CdsResponse"), 'Always {"cards": []}'),
+                    **_outcomes(
+                        s400="Malformed JSON, schema violation or hook not served by this id",
+                        s404="Unknown service id",
+                        s412="Required prefetch data not in the request",
+                        s413="Body too large",
+                        s415="Content-Type is not JSON",
+                    ),
+                },
+            }
+        },
     }
 
 
@@ -270,5 +296,5 @@ def path_items(service_ids: list[str], hooks: list[str]) -> dict[str, Any]:
         **operations_paths(),
         **preview_paths(),
         **smart_paths(),
-        **benchmark_paths(),
+        **benchmark_paths(service_ids),
     }
