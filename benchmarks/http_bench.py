@@ -84,7 +84,7 @@ def throughput(
     so that machine noise (a shared 2-core VM) hits them alike; and the workers' CPU time per request
     (what the ratios are made of: on 2 cores, throughput is CPU per request).
 
-    The read ceiling (cds_service.bench_floor) reads the request exactly as the hook does and stops before
+    The read ceiling (cds_service.web.bench_floor) reads the request exactly as the hook does and stops before
     the clinical work: `read_ratio` is the best throughput ratio any hook that reads its data could have,
     and the gap between it and `throughput_ratio` is what the timeline, instruments and card cost."""
     paths = {"floor": FLOOR_PATH, "read": READ_PATH, "hook": HOOK_PATH}

@@ -13,12 +13,12 @@ import orjson
 from flask import Flask
 
 from benchmarks.hook_requests import SERVICE_ID
-from cds_service.app import create_app
-from cds_service.gc_tuning import tune_gc
+from cds_service.web.app import create_app
+from cds_service.web.gc_tuning import tune_gc
 
 
 def make_app(workdir: Path) -> Flask:
-    """The app as a gunicorn worker runs it, garbage-collector settings included (cds_service.gc_tuning)."""
+    """The app as a gunicorn worker runs it, garbage-collector settings included (web.gc_tuning)."""
     app = create_app(
         {
             "CDS_DEV_MODE": True,

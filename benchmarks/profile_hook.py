@@ -28,7 +28,7 @@ def main() -> int:
         del sys.modules[name]
     from pyinstrument import Profiler
 
-    from cds_service.app import create_app
+    from cds_service.web.app import create_app
 
     app = create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{tempfile.mkdtemp()}/f.sqlite3"})
     client = app.test_client()

@@ -55,13 +55,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cds_service.server import serve
+    from cds_service.web.server import serve
 
     return serve(host=args.host, port=args.port, dev=args.dev, workers=args.workers)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from cds_service.config import check_configuration
+    from cds_service.ops.config_check import check_configuration
 
     return check_configuration()
 

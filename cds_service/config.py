@@ -32,7 +32,7 @@ CDS_JWKS_MIN_REFRESH_S         Least time between two fetches of one JWKS URL, e
 CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
 CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, answers no cards) and
                                POST /_bench/read/<id> (reads a hook call's data, answers no cards) for
-                               the benchmarks in benchmarks/ (cds_service.bench_floor); default off.
+                               the benchmarks in benchmarks/ (cds_service.web.bench_floor); default off.
 CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
                                environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================
@@ -41,7 +41,6 @@ CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these v
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -51,8 +50,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from cds_service.errors import ConfigurationError, DataFileError
-from cds_service.ops.config_file import apply_config_file, config_file_line
+from cds_service.errors import ConfigurationError
+from cds_service.ops.config_file import apply_config_file
 
 T = TypeVar("T")
 ENV_VARIABLES = (
@@ -285,29 +284,3 @@ def _database_url(name: str, raw: str) -> str:
             name, f"unsupported database '{url.get_backend_name()}' (sqlite or postgresql)"
         )
     return raw
-
-
-def check_configuration(environ: Mapping[str, str] | None = None) -> int:
-    """`cds-service config check`: validate settings, data files and service definitions.
-
-    Prints a summary and returns 0, or prints the error and returns 2.
-    """
-    from cds_service.auth import check_trust_configuration
-    from cds_service.engine.knowledge import load_knowledge
-    from cds_service.services import build_registry
-
-    try:
-        settings = Settings.from_env(environ)
-        registry = build_registry(load_knowledge())
-        clients = check_trust_configuration(settings)
-    except (ConfigurationError, DataFileError) as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    print("configuration OK")
-    print(f"  {'configuration file':24} {config_file_line(environ, ENV_VARIABLES)}")
-    for key, value in settings.summary().items():
-        print(f"  {key:24} {value}")
-    print(f"  {'services':24} {', '.join(s.id for s in registry.services)}")
-    auth = f"JWT, trusted issuers: {', '.join(clients.issuers)}" if clients else "OFF (development mode)"
-    print(f"  {'client authentication':24} {auth}")
-    return 0

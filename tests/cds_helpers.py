@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cds_service.validation import errors as schema_errors
+from cds_service.hooks.validation import errors as schema_errors
 from tests import fhir_builders as fb
 
 _counter = itertools.count(1)

@@ -15,8 +15,8 @@ import cds_service
 from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.errors import ConfigurationError, DataFileError, Unauthorized
-from cds_service.observability import JsonFormatter
-from cds_service.security import (
+from cds_service.web.observability import JsonFormatter
+from cds_service.web.security import (
     ClientIdentity,
     dev_fhir_server_policy,
     https_only_policy,

@@ -16,13 +16,14 @@ import pytest
 import yaml
 
 from cds_service import create_app
-from cds_service.app import DEV_MODE_AUTH_WARNING, DEV_MODE_WARNING
 from cds_service.auth import JwtClientAuth, check_trust_configuration
 from cds_service.auth.clients import build_registry
-from cds_service.config import Settings, check_configuration
+from cds_service.config import Settings
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.errors import ConfigurationError
-from cds_service.security import ClientFhirServerPolicy, allow_all, deny_all
+from cds_service.ops.config_check import check_configuration
+from cds_service.web.app import DEV_MODE_AUTH_WARNING, DEV_MODE_WARNING
+from cds_service.web.security import ClientFhirServerPolicy, allow_all, deny_all
 from tests.auth_client import ISSUER, SigningKey, auth_config, bearer, client_entry, token
 from tests.plugins.fhir_stack import free_port
 

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cds_service import create_app
-from cds_service.observability import JsonFormatter
+from cds_service.web.observability import JsonFormatter
 from tests.auth_client import (
     BASE,
     DISCOVERY,

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine
 
 from cds_service import create_app
 from cds_service.auth.replay import ReplayStore
-from cds_service.state import get_state
+from cds_service.web.state import get_state
 from tests.auth_client import ISSUER, SigningKey, auth_config, bearer, client_entry, token
 
 KEY = SigningKey.ec("replay-key")

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from cds_service import create_app
-from cds_service.hook_request import MAX_JSON_DEPTH
+from cds_service.hooks.request import MAX_JSON_DEPTH
 from tests.cds_helpers import assert_conformant, car_t_patient, dev_config, full_prefetch, hook_body
 
 SCREENING = "/cds-services/iec-hs-screening"

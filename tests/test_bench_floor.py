@@ -1,4 +1,4 @@
-"""The benchmark floors (cds_service.bench_floor): absent by default; the floor parses and answers no cards;
+"""The benchmark floors (web.bench_floor): absent by default; the floor parses and answers no cards;
 the read ceiling reads a hook call exactly as the hook does (same errors, every Observation normalized) but
 never queries a fhirServer."""
 

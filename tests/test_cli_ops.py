@@ -16,7 +16,7 @@ from cds_service.cli import main
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
 from cds_service.preview.scenarios import SCENARIOS_DIR
-from cds_service.state import get_state
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
 CLI = Path(sys.executable).with_name("cds-service")

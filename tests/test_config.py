@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.config import Settings, check_configuration
+from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
-from cds_service.server import banner, gunicorn_options
+from cds_service.ops.config_check import check_configuration
+from cds_service.web.server import banner, gunicorn_options
 
 PROD = {"CDS_PUBLIC_BASE_URL": "https://cds.example.org"}
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cds_service.app import create_app
 from cds_service.engine import evaluate
+from cds_service.web.app import create_app
 from tests.cds_helpers import dev_config
 from tests.fhir_builders import bundle, car_t, day, obs, patient
 

@@ -15,10 +15,10 @@ from flask import Flask
 from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.engine.knowledge import load_knowledge
-from cds_service.prefetch_tokens import TODAY, check_template, tokens
-from cds_service.services import build_registry
-from cds_service.state import get_state
-from cds_service.validation import errors as schema_errors
+from cds_service.hooks.prefetch_tokens import TODAY, check_template, tokens
+from cds_service.hooks.services import build_registry
+from cds_service.hooks.validation import errors as schema_errors
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
 EXPECTED = {

@@ -20,7 +20,7 @@ import pytest
 from flask import Flask
 
 from cds_service import create_app
-from cds_service.fhir_client import MAX_ENTRIES
+from cds_service.hooks.fhir_client import MAX_ENTRIES
 from tests import fhir_builders as fb
 from tests.cds_helpers import assert_conformant, car_t_patient, dev_config, hook_body, searchset, unique
 from tests.loopback_http import LoopbackServer, Reply, Seen, closed_port_url

@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 
 from cds_service import create_app
-from cds_service.feedback_store import FeedbackRecord, FeedbackStore, normalize_timestamp
-from cds_service.state import get_state
+from cds_service.hooks.feedback import FeedbackRecord, FeedbackStore, normalize_timestamp
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
 FEEDBACK = "/cds-services/iec-hs-screening/feedback"

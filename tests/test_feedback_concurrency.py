@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cds_service.feedback_store import FeedbackStore
+from cds_service.hooks.feedback import FeedbackStore
 from tests.gunicorn_process import ServerProcess, start_server
 from tests.plugins.fhir_stack import free_port
 

@@ -18,11 +18,11 @@ from flask import Flask
 from cds_service import create_app
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.errors import PrefetchUnavailable
-from cds_service.hook_request import HookRequest
-from cds_service.observability import JsonFormatter
-from cds_service.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
-from cds_service.security import dev_fhir_server_policy
-from cds_service.services import build_registry
+from cds_service.hooks.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
+from cds_service.hooks.request import HookRequest
+from cds_service.hooks.services import build_registry
+from cds_service.web.observability import JsonFormatter
+from cds_service.web.security import dev_fhir_server_policy
 from tests import fhir_builders as fb
 from tests.cds_helpers import (
     assert_conformant,

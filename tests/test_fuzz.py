@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service import create_app
-from cds_service.validation import errors as schema_errors
+from cds_service.hooks.validation import errors as schema_errors
 from tests.auth_client import SigningKey, auth_config, client_entry, token, unsigned_token
 from tests.cds_helpers import assert_conformant, dev_config, searchset
 from tests.fuzz_strategies import PID, Call, json_values, requests

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from cds_service import api, create_app
-from cds_service.gc_tuning import COLLECTOR_HOLD, CollectorHold
+from cds_service import create_app
+from cds_service.hooks import api
+from cds_service.web.gc_tuning import COLLECTOR_HOLD, CollectorHold
 from tests.cds_helpers import car_t_patient, dev_config, full_prefetch, hook_body
 
 

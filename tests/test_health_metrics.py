@@ -24,10 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 import cds_service
-from cds_service import create_app, health
+from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.errors import DataFileError
-from cds_service.state import get_state
+from cds_service.web import health
+from cds_service.web.state import get_state
 from tests.cds_helpers import car_t_patient, dev_config, full_prefetch, hook_body, unique
 from tests.loopback_http import Reply, Seen, closed_port_url, serving
 from tests.plugins.fhir_stack import free_port

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cds_service.app import create_app
+from cds_service.web.app import create_app
 from tests.cds_helpers import assert_conformant, dev_config
 
 HOOKS = Path(__file__).parent.parent / "fixtures" / "hooks"

@@ -13,9 +13,9 @@ from flask.testing import FlaskClient
 
 from cds_service import create_app
 from cds_service.errors import InvalidRequest
-from cds_service.hook_request import parse_hook_request
-from cds_service.pipeline import InvalidResponse, check_response
-from cds_service.state import get_state
+from cds_service.hooks.pipeline import InvalidResponse, check_response
+from cds_service.hooks.request import parse_hook_request
+from cds_service.web.state import get_state
 from tests.cds_helpers import (
     assert_conformant,
     car_t_patient,

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from cds_service.json_provider import OrjsonProvider
+from cds_service.web.json_provider import OrjsonProvider
 
 
 def _both(value: Any) -> tuple[bytes, bytes]:

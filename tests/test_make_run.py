@@ -26,7 +26,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from cds_service.datafiles import PROJECT_ROOT
-from cds_service.feedback_store import FeedbackStore
+from cds_service.hooks.feedback import FeedbackStore
 from tests.plugins.fhir_stack import free_port
 
 BUDGET_S = 170

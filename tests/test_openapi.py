@@ -13,15 +13,15 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 import cds_service
 from cds_service import create_app
-from cds_service.openapi import (
+from cds_service.hooks.validation import SCHEMA_DIR
+from cds_service.ops.openapi import (
     SCHEMA_COMPONENTS,
     documented_operations,
     full_document,
     openapi_path,
     route_operations,
 )
-from cds_service.state import get_state
-from cds_service.validation import SCHEMA_DIR
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
 OPTIONAL_PREFIXES = ("/smart", "/_bench")  # blueprints an app may not register
@@ -86,6 +86,11 @@ def test_the_benchmark_floor_is_documented_when_enabled(tmp_path_factory: pytest
     assert documented_operations(document) == route_operations(app)
     assert ("/_bench/floor", "post") in route_operations(app)
     assert ("/_bench/read/{service_id}", "post") in route_operations(app)
+
+
+def test_the_production_document_has_no_benchmark_routes(document: dict[str, Any]) -> None:
+    assert not [path for path in document["paths"] if path.startswith("/_bench")]
+    assert "benchmark" not in {tag["name"] for tag in document["tags"]}
 
 
 def test_options_is_documented_where_cors_preflights_happen(app: Flask, document: dict[str, Any]) -> None:

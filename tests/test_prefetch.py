@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.errors import PrefetchUnavailable
-from cds_service.hook_request import HookRequest
-from cds_service.prefetch import FetchEnvironment, KeyState, classify, fallback_query, resolve
-from cds_service.prefetch_tokens import MissingTokenValue, TokenError, check_template, expand
-from cds_service.security import dev_fhir_server_policy, https_only_policy
-from cds_service.services import PrefetchTemplate, ServiceDefinition, build_registry
+from cds_service.hooks.prefetch import FetchEnvironment, KeyState, classify, fallback_query, resolve
+from cds_service.hooks.prefetch_tokens import MissingTokenValue, TokenError, check_template, expand
+from cds_service.hooks.request import HookRequest
+from cds_service.hooks.services import PrefetchTemplate, ServiceDefinition, build_registry
+from cds_service.web.security import dev_fhir_server_policy, https_only_policy
 from tests.cds_helpers import searchset
 from tests.loopback_http import LoopbackServer, Reply, Seen
 

@@ -15,10 +15,10 @@ from flask.testing import FlaskClient
 
 from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
+from cds_service.hooks.validation import errors as schema_errors
 from cds_service.preview.clock import HEADER
 from cds_service.preview.rebase import day_shift_for, rebase, shift_datetime, shift_for
 from cds_service.preview.scenarios import find_scenario, list_scenarios
-from cds_service.validation import errors as schema_errors
 from tests.cds_helpers import dev_config, without_uuids
 
 SERVICES = {"patient-view": "iec-hs-screening", "order-select": "iec-hs-order-select"}

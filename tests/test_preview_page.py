@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.preview.scenarios import find_scenario
-from cds_service.state import get_state
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
 TIMEOUT_MS = 20_000

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from cds_service import create_app
-from cds_service.openapi import documented_operations, full_document
-from cds_service.state import get_state
+from cds_service.ops.openapi import documented_operations, full_document
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
 MAX_EXAMPLES = 60

@@ -22,9 +22,9 @@ import pytest
 import requests
 
 from cds_service.engine.knowledge import load_knowledge
-from cds_service.feedback_store import FeedbackStore
-from cds_service.services import build_registry
-from cds_service.validation import errors as schema_errors
+from cds_service.hooks.feedback import FeedbackStore
+from cds_service.hooks.services import build_registry
+from cds_service.hooks.validation import errors as schema_errors
 from tests import fhir_builders as fb
 from tests.cds_helpers import (
     PREFETCH_KEYS,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from cds_service.app import create_app
 from cds_service.smart.devserver import serve
+from cds_service.web.app import create_app
 from tests.plugins.browser import save_screenshot
 from tests.plugins.fhir_stack import FhirStack
 

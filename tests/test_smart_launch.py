@@ -18,12 +18,12 @@ import pytest
 import requests
 from flask import Flask
 
-from cds_service.app import create_app
 from cds_service.smart.devserver import serve
 from cds_service.smart.oauth import missing_access
 from cds_service.smart.sessions import COOKIE_NAME
 from cds_service.smart.settings import SmartSettings
 from cds_service.smart.web import smart_state
+from cds_service.web.app import create_app
 from tests.plugins.fhir_stack import FhirStack
 
 PATIENT = "classic-iec-hs"

@@ -22,9 +22,8 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, func, select, text, update
 
-from cds_service.app import create_app
 from cds_service.errors import ConfigurationError
-from cds_service.feedback_store import FeedbackStore
+from cds_service.hooks.feedback import FeedbackStore
 from cds_service.smart.appcontext import AppContext
 from cds_service.smart.codec import SessionCipher
 from cds_service.smart.dbstore import (
@@ -45,6 +44,7 @@ from cds_service.smart.sessions import (
     SmartSession,
 )
 from cds_service.smart.web import smart_state
+from cds_service.web.app import create_app
 
 PATIENT = "store-test-patient-5f1c"
 FHIR_USER = "Practitioner/store-test-user"

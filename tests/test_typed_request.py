@@ -1,4 +1,4 @@
-"""The typed fast path (cds_service.typed_request, engine.typed) reads requests exactly as the general path.
+"""The typed fast path (hooks.typed_request, engine.typed) reads requests exactly as the general path.
 
 Equivalence is checked end to end (every hook fixture answered identically with the fast path on and off),
 on the engine (every fixture patient evaluated identically from typed and plain input, and hypothesis-made
@@ -18,13 +18,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service import create_app, typed_request
+from cds_service import create_app
 from cds_service.engine import evaluate
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.observations import ObservationNormalizer
 from cds_service.engine.serialize import to_json_bytes
 from cds_service.engine.typed import Component, TypedObservation
-from cds_service.validation import SCHEMA_DIR
+from cds_service.hooks import typed_request
+from cds_service.hooks.validation import SCHEMA_DIR
 from scripts.fhir_elements import build
 from tests.cds_helpers import dev_config, full_prefetch
 from tests.fuzz_strategies import LOINC_CODES, UNITS, dates, mutated, observations, patient_data

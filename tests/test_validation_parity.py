@@ -1,6 +1,6 @@
 r"""The compiled validator (jsonschema-rs) and the reference one (jsonschema) agree on every schema.
 
-The compiled validator decides (cds_service/validation.py); the reference one names the error. They must
+The compiled validator decides (cds_service/hooks/validation.py); the reference one names the error. They must
 agree, except on the known regex dialect differences, where the compiled validator follows ECMA-262 as
 JSON Schema specifies: Python's `$` also matches before a final newline, and Python's `\d` matches any
 Unicode decimal digit. The reference validator accepts such strings; the service does not.
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cds_service import validation
 from cds_service.errors import InvalidRequest
+from cds_service.hooks import validation
 from tests.fuzz_strategies import feedback_requests, hook_requests, json_values, mutated
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

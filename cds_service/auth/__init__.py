@@ -24,7 +24,7 @@ from cds_service.auth.replay import ReplayStore
 from cds_service.auth.verify import JwtClientAuth, JwtRules
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
-from cds_service.security import ClientFhirServerPolicy
+from cds_service.web.security import ClientFhirServerPolicy
 
 __all__ = [
     "ClientRegistry",

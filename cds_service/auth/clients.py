@@ -22,8 +22,8 @@ from cds_service.auth.keys import VerificationKey, parse_key_set
 from cds_service.auth.schema import DEFAULT_ALGORITHMS, TRUSTED_CLIENTS_SCHEMA
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
-from cds_service.security import normalize_base_url, transport_allowed
-from cds_service.validation import describe
+from cds_service.hooks.validation import describe
+from cds_service.web.security import normalize_base_url, transport_allowed
 
 FILE_VARIABLE = "CDS_TRUSTED_CLIENTS_FILE"
 INLINE_VARIABLE = "CDS_TRUSTED_CLIENTS"

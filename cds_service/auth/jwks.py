@@ -21,7 +21,7 @@ import orjson
 import requests
 
 from cds_service.auth.keys import VerificationKey, parse_key_set
-from cds_service.security import transport_allowed
+from cds_service.web.security import transport_allowed
 
 log = logging.getLogger("cds_service.auth")
 MAX_JWKS_BYTES = 256 * 1024

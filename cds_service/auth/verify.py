@@ -30,7 +30,7 @@ from cds_service.auth.jwks import JwksCache, JwksUnavailable
 from cds_service.auth.keys import VerificationKey
 from cds_service.auth.replay import ReplayStore
 from cds_service.errors import Unauthorized
-from cds_service.security import ClientIdentity
+from cds_service.web.security import ClientIdentity
 
 MAX_TOKEN_CHARS = 16 * 1024
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")

@@ -1,6 +1,6 @@
 """Observation as the engine reads it, typed as FHIR R4 defines it, for decoding straight from bytes.
 
-The hook fast path (cds_service.typed_request) decodes prefetched Observations into these msgspec
+The hook fast path (cds_service.hooks.typed_request) decodes prefetched Observations into these msgspec
 structs: the elements below are parsed and type-checked in C while decoding, every other element of the
 Observation (category, subject, performer, narrative, ...) is skipped without building Python objects.
 A request whose Observations do not fit these types (a number where FHIR has a string, ...) is not

@@ -1,6 +1,6 @@
 """The operability blueprints: health probes, metrics, the OpenAPI document and the card preview page.
 
-``cds_service.ops.blueprints.BLUEPRINTS`` is what cds_service.app registers after the CDS Hooks blueprint:
+``cds_service.ops.blueprints.BLUEPRINTS`` is what cds_service.web.app registers after the CDS Hooks blueprint:
 
 =========  ==========================================================================================
 health     GET /healthz (liveness, version), GET /readyz (mappings, card content, database)

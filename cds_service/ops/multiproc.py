@@ -2,7 +2,7 @@
 and /metrics (answered by any worker) aggregates them.
 
 prometheus-client chooses its value storage when a metric is created, from PROMETHEUS_MULTIPROC_DIR, so
-:func:`enable` must run before cds_service.metrics is imported (``cds-service serve`` calls it before it
+:func:`enable` must run before cds_service.web.metrics is imported (``cds-service serve`` calls it before it
 builds the app). This module therefore imports prometheus_client only lazily.
 """
 

@@ -9,7 +9,7 @@ _TEXT = {"type": "string", "minLength": 1}
 
 
 def operation_outcome() -> dict[str, Any]:
-    """FHIR R4 OperationOutcome as cds_service.outcome writes it (one issue)."""
+    """FHIR R4 OperationOutcome as cds_service.web.outcome writes it (one issue)."""
     issue = {
         "type": "object",
         "required": ["severity", "code"],

@@ -1,6 +1,6 @@
-"""Path items and extra components of the OpenAPI document (assembled by cds_service.openapi).
+"""Path items and extra components of the OpenAPI document (assembled by cds_service.ops.openapi).
 
-Error bodies of the JSON endpoints are FHIR OperationOutcomes (cds_service.outcome). Only statuses the
+Error bodies of the JSON endpoints are FHIR OperationOutcomes (cds_service.web.outcome). Only statuses the
 service really answers are listed: a 5xx is a bug, and the schemathesis test fails on any.
 """
 
@@ -244,7 +244,7 @@ def preview_paths() -> dict[str, Any]:
 
 def benchmark_paths(service_ids: list[str]) -> dict[str, Any]:
     """POST /_bench/floor and /_bench/read/{service_id}: served only with CDS_BENCH_FLOOR=1
-    (cds_service.bench_floor)."""
+    (cds_service.web.bench_floor)."""
     return {
         "/_bench/floor": {
             "post": {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 
-from cds_service import metrics
-from cds_service.observability import add_request_listener
-from cds_service.openapi import document_for
+from cds_service.ops.openapi import document_for
+from cds_service.web import metrics
+from cds_service.web.observability import add_request_listener
 
 bp = Blueprint("ops", __name__)
 FEEDBACK_VIEW_BLUEPRINT = "cds"  # the blueprint whose feedback view reads the body uncached
@@ -15,7 +15,7 @@ FEEDBACK_VIEW_BLUEPRINT = "cds"  # the blueprint whose feedback view reads the b
 
 @bp.get("/metrics")
 def metrics_view() -> Response:
-    """Prometheus text exposition (no PHI in any label; see cds_service.metrics)."""
+    """Prometheus text exposition (no PHI in any label; see cds_service.web.metrics)."""
     return metrics.exposition(request.headers.get("Accept"))
 
 

@@ -1,7 +1,7 @@
 """Build a CDS Hooks request from a FHIR Bundle, as an EHR would send it with every prefetch key filled.
 
-The resources are grouped by the service's own prefetch templates (cds_service.services): a read template
-(``Patient/{{context.patientId}}``) gets the one resource of that type, a search template
+The resources are grouped by the service's own prefetch templates (cds_service.hooks.services): a read
+template (``Patient/{{context.patientId}}``) gets the one resource of that type, a search template
 (``Observation?...``) gets a searchset Bundle of every resource of that type. The search parameters are not
 applied (the preview sends the whole Bundle, so scenarios evaluate exactly as `cds-service evaluate` does).
 For order hooks, ``draftOrders`` holds one draft MedicationRequest for the chosen drug.
@@ -18,7 +18,7 @@ from typing import Any
 
 from cds_service.engine.knowledge import Knowledge
 from cds_service.errors import InvalidRequest
-from cds_service.services import PrefetchTemplate, ServiceDefinition, ServiceRegistry
+from cds_service.hooks.services import PrefetchTemplate, ServiceDefinition, ServiceRegistry
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 PREVIEW_USER = "Practitioner/preview-user"

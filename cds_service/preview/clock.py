@@ -2,7 +2,7 @@
 
 The preview page replays fixture scenarios at their own instant (``at`` of the expected file) by sending
 ``X-CDS-Evaluation-Instant: <RFC 3339>`` to the real hook endpoint. The header works through the app's
-``CLOCK`` injection point (cds_service.app), which this module sets only when
+``CLOCK`` injection point (cds_service.web.app), which this module sets only when
 
 * the server is in development mode (client authentication is off anyway, and no real data may be used),
 * and nobody injected a CLOCK already (tests pin their own).
@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from flask import Flask, has_request_context, request
 
 from cds_service.errors import InvalidRequest
-from cds_service.state import get_state
+from cds_service.web.state import get_state
 
 HEADER = "X-CDS-Evaluation-Instant"
 _EARLIEST, _LATEST = datetime(1900, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)

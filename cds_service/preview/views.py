@@ -16,7 +16,7 @@ from flask.blueprints import BlueprintSetupState
 from cds_service import __version__
 from cds_service.engine.knowledge import Knowledge
 from cds_service.errors import InvalidRequest, NotFound
-from cds_service.hook_request import parse_json_body
+from cds_service.hooks.request import parse_json_body
 from cds_service.preview import clock
 from cds_service.preview.builder import (
     DraftDrug,
@@ -27,7 +27,7 @@ from cds_service.preview.builder import (
 )
 from cds_service.preview.rebase import day_shift_for, rebase, shift_for
 from cds_service.preview.scenarios import find_scenario, list_scenarios
-from cds_service.state import get_state
+from cds_service.web.state import get_state
 
 bp = Blueprint(
     "preview",

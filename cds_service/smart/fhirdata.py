@@ -1,6 +1,6 @@
 """Reads the patient's record from the FHIR server with the SMART access token.
 
-Uses the service's own :class:`~cds_service.fhir_client.FhirClient`: a time budget per call and overall,
+Uses the service's own :class:`~cds_service.hooks.fhir_client.FhirClient`: a time budget per call and overall,
 ``Bundle.link[next]`` followed up to a page limit and only on the server's own origin, no redirects (the
 token goes nowhere else), and failure reasons free of URLs and tokens.
 """
@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from cds_service.engine.knowledge import Knowledge
-from cds_service.fhir_client import FhirClient, FhirFetchError
+from cds_service.hooks.fhir_client import FhirClient, FhirFetchError
 from cds_service.smart.errors import SmartError, fhir_unavailable, token_expired
 from cds_service.smart.sessions import LaunchContext
 from cds_service.smart.settings import SmartSettings

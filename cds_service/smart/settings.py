@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError
-from cds_service.security import dev_fhir_server_policy, https_only_policy, is_loopback_host
+from cds_service.web.security import dev_fhir_server_policy, https_only_policy, is_loopback_host
 
 T = TypeVar("T")
 EHR_SCOPES = (

@@ -65,7 +65,7 @@ from cds_service.smart.web import (
     smart_state,
     unexpected_error_page,
 )
-from cds_service.state import get_state
+from cds_service.web.state import get_state
 
 bp = Blueprint("smart", __name__, url_prefix="/smart", template_folder="templates", static_folder="static")
 bp.after_request(after_request)

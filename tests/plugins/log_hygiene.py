@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from cds_service.datafiles import PROJECT_ROOT
-from cds_service.observability import JsonFormatter
+from cds_service.web.observability import JsonFormatter
 
 # Bearer tokens used by the suite against FHIR servers: never to be logged by the service.
 KNOWN_TOKENS = ("cds-test-token", "stolen-token-value", "tok-xyz", "fhir-access-token-1", "soak-fhir-token")

@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from cds_service.errors import InvalidRequest
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 SCHEMAS = ("cds-request", "cds-response", "feedback", "discovery")
 _MAX_MESSAGE = 200
 
@@ -122,7 +122,7 @@ def first_error(name: str, instance: Any) -> tuple[str, str | None]:
 
 def _check_feedback_timestamps(document: Any) -> None:
     """`2026-02-30T25:61:00Z` matches the schema's pattern but is no instant: 400, not a 500 when stored."""
-    from cds_service.feedback_store import normalize_timestamp
+    from cds_service.hooks.feedback import normalize_timestamp
 
     for index, item in enumerate(document["feedback"]):
         try:

@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 from flask import has_request_context
 
-from cds_service import typed_request, validation
 from cds_service.engine.typed import TypedObservation
 from cds_service.errors import InvalidRequest, NotFound, UnsupportedMediaType
-from cds_service.observability import request_started_at
-from cds_service.services import ServiceDefinition, ServiceRegistry
+from cds_service.hooks import typed_request, validation
+from cds_service.hooks.services import ServiceDefinition, ServiceRegistry
+from cds_service.web.observability import request_started_at
 
 # FHIR resources nest about 10-15 levels inside a hook request (Bundle.entry.resource.extension...); 64 is
 # generous for real data and stops pathological documents long before orjson's own limit of 1024.
@@ -108,7 +108,7 @@ def parse_hook_request(
     """Validate a hook call against the registry and the cds-request schema."""
     if service_id not in registry.ids():
         raise NotFound(f"no CDS service with id '{service_id}'")
-    # Fast path: typed decoding (cds_service.typed_request); anything it does not recognise is read
+    # Fast path: typed decoding (cds_service.hooks.typed_request); anything it does not recognise is read
     # the general way below, which then decides.
     document = typed_request.decode(body) if is_json_media_type(mimetype) else None
     if document is None:

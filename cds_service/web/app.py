@@ -38,22 +38,23 @@ import requests
 from flask import Blueprint, Flask
 from requests.adapters import HTTPAdapter
 
-from cds_service import bench_floor, cors, observability, outcome, typed_request, validation
-from cds_service.api import bp as cds_blueprint
 from cds_service.auth import auth_defaults
 from cds_service.cards.content import load_card_content
 from cds_service.config import ENV_VARIABLES, Settings
 from cds_service.engine import evaluate
 from cds_service.engine.knowledge import load_knowledge
-from cds_service.feedback_store import FeedbackStore
-from cds_service.json_provider import OrjsonProvider
+from cds_service.hooks import typed_request, validation
+from cds_service.hooks.api import bp as cds_blueprint
+from cds_service.hooks.feedback import FeedbackStore
+from cds_service.hooks.services import build_registry
 from cds_service.ops.blueprints import BLUEPRINTS as ops_blueprints
-from cds_service.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
-from cds_service.services import build_registry
 from cds_service.smart import bp as smart_blueprint
-from cds_service.state import EXTENSION_KEY, ServiceState
+from cds_service.web import bench_floor, cors, observability, outcome
+from cds_service.web.json_provider import OrjsonProvider
+from cds_service.web.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
+from cds_service.web.state import EXTENSION_KEY, ServiceState
 
-log = logging.getLogger("cds_service.app")
+log = logging.getLogger("cds_service.web.app")
 
 # Blueprints served by the app, in registration order. Add new ones here. The operability blueprints
 # (/healthz, /readyz, /metrics, /openapi.json, the preview page /) come after the CDS blueprint: the metrics

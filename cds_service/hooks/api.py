@@ -9,16 +9,16 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from cds_service import validation
 from cds_service.errors import NotFound
-from cds_service.feedback_store import record_from_item
-from cds_service.gc_tuning import COLLECTOR_HOLD
-from cds_service.hook_request import parse_hook_request, parse_json_body
-from cds_service.observability import annotate, request_started_at, timed
-from cds_service.pipeline import HookEnvironment, run_hook
-from cds_service.prefetch import FetchEnvironment
-from cds_service.state import get_state
-from cds_service.wsgi_body import request_body
+from cds_service.hooks import validation
+from cds_service.hooks.feedback import record_from_item
+from cds_service.hooks.pipeline import HookEnvironment, run_hook
+from cds_service.hooks.prefetch import FetchEnvironment
+from cds_service.hooks.request import parse_hook_request, parse_json_body
+from cds_service.web.gc_tuning import COLLECTOR_HOLD
+from cds_service.web.observability import annotate, request_started_at, timed
+from cds_service.web.state import get_state
+from cds_service.web.wsgi_body import request_body
 
 bp = Blueprint("cds", __name__)
 
@@ -42,7 +42,7 @@ def authenticate_client() -> None:
 
 @bp.before_request
 def hold_collector() -> None:
-    """Hook calls run with the cyclic collector held off (cds_service.gc_tuning: why, and the backstop)."""
+    """Hook calls run with the cyclic collector held off (web.gc_tuning says why, and the backstop)."""
     if request.endpoint == "cds.invoke":
         COLLECTOR_HOLD.enter()
         g.collector_held = True

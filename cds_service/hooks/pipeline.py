@@ -16,12 +16,12 @@ from typing import Any
 
 from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
 from cds_service.engine import EvaluationResult, evaluate
-from cds_service.hook_request import HookRequest
-from cds_service.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
-from cds_service.services import ServiceDefinition
-from cds_service.validation import fast_validator, first_error, json_path, validator
+from cds_service.hooks.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
+from cds_service.hooks.request import HookRequest
+from cds_service.hooks.services import ServiceDefinition
+from cds_service.hooks.validation import fast_validator, first_error, json_path, validator
 
-log = logging.getLogger("cds_service.pipeline")
+log = logging.getLogger("cds_service.hooks.pipeline")
 Timer = Callable[[str], AbstractContextManager[None]]
 
 

@@ -19,10 +19,10 @@ from sqlalchemy import text
 
 from cds_service import __version__
 from cds_service.cards.content import load_card_content
-from cds_service.state import ServiceState, get_state
+from cds_service.web.state import ServiceState, get_state
 
 bp = Blueprint("health", __name__)
-log = logging.getLogger("cds_service.health")
+log = logging.getLogger("cds_service.web.health")
 READY_DB_TIMEOUT_S = 2.0
 Check = Callable[[ServiceState], str | None]  # None when fine, else the reason
 

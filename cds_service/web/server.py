@@ -21,11 +21,11 @@ from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError, DataFileError
-from cds_service.gc_tuning import tune_gc
 from cds_service.ops.multiproc import enable as enable_multiprocess_metrics
-from cds_service.state import get_state
+from cds_service.web.gc_tuning import tune_gc
+from cds_service.web.state import get_state
 
-log = logging.getLogger("cds_service.server")
+log = logging.getLogger("cds_service.web.server")
 TIMEOUT_MARGIN_S = 5
 
 
@@ -93,7 +93,7 @@ def banner(settings: Settings, host: str, port: int) -> str:
 
 def serve(host: str = "127.0.0.1", port: int = 8080, dev: bool = False, workers: int | None = None) -> int:
     """Run the service until stopped; returns the process exit code (2 on bad configuration)."""
-    from cds_service.app import DEV_MODE_AUTH_WARNING, DEV_MODE_WARNING, create_app
+    from cds_service.web.app import DEV_MODE_AUTH_WARNING, DEV_MODE_WARNING, create_app
 
     if dev:
         os.environ["CDS_DEV_MODE"] = "1"

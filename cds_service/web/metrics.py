@@ -5,7 +5,7 @@ prefetch keys, card indicators, feedback outcomes, status codes): never a patien
 free text, so the series count stays bounded and no PHI reaches the monitoring system.
 
 Recording is passive: :func:`record_request` reads the fields the request log line already holds
-(cds_service.observability), and FHIR calls are timed by wrapping the transport adapters of the app's
+(cds_service.web.observability), and FHIR calls are timed by wrapping the transport adapters of the app's
 ``HTTP_SESSION`` (:func:`instrument_session`). Under gunicorn, ``cds-service serve`` turns on the
 prometheus-client multiprocess mode (cds_service.ops.multiproc) so /metrics aggregates every worker.
 """
@@ -35,7 +35,7 @@ from requests.adapters import BaseAdapter
 
 from cds_service import __version__
 
-log = logging.getLogger("cds_service.metrics")
+log = logging.getLogger("cds_service.web.metrics")
 HOOK_ENDPOINT = "/cds-services/<service_id>"
 FEEDBACK_ENDPOINT = "/cds-services/<service_id>/feedback"
 FHIR_MEDIA_TYPE = "application/fhir+json"
@@ -96,7 +96,7 @@ BUILD_INFO.labels(version=__version__).set(1)
 
 
 def record_request(fields: Mapping[str, Any], response: Response) -> None:
-    """Count one answered request from its log fields (see cds_service.observability)."""
+    """Count one answered request from its log fields (see cds_service.web.observability)."""
     hook = str(fields.get("hook") or "")
     endpoint, method, status = str(fields["endpoint"]), str(fields["method"]), int(fields["status"])
     REQUESTS.labels(method, endpoint, hook, str(status)).inc()
@@ -121,7 +121,7 @@ def _record_prefetch(hook: str, fields: Mapping[str, Any]) -> None:
 
 
 def _record_cards(hook: str) -> None:
-    # Set by the hook view (cds_service.api.invoke): re-reading the response JSON would cost a parse.
+    # Set by the hook view (cds_service.hooks.api.invoke): re-reading the response JSON would cost a parse.
     for indicator in g.get("card_indicators", ()):
         CARDS.labels(hook, str(indicator)).inc()
 

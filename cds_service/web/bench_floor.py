@@ -19,16 +19,16 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
 
-from cds_service.api import hook_environment
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.observations import ObservationNormalizer
 from cds_service.engine.resources import collect
-from cds_service.gc_tuning import COLLECTOR_HOLD
-from cds_service.hook_request import parse_hook_request, parse_json_body
-from cds_service.observability import timed
-from cds_service.prefetch import resolve
-from cds_service.state import get_state
-from cds_service.wsgi_body import request_body
+from cds_service.hooks.api import hook_environment
+from cds_service.hooks.prefetch import resolve
+from cds_service.hooks.request import parse_hook_request, parse_json_body
+from cds_service.web.gc_tuning import COLLECTOR_HOLD
+from cds_service.web.observability import timed
+from cds_service.web.state import get_state
+from cds_service.web.wsgi_body import request_body
 
 bp = Blueprint("bench_floor", __name__)
 
@@ -42,7 +42,7 @@ def floor() -> Response:
 @bp.post("/_bench/read/<service_id>")
 def read(service_id: str) -> Response:
     """The hook's reading of its data, and nothing after it (see the module docstring)."""
-    COLLECTOR_HOLD.enter()  # as for the hook (cds_service.api.hold_collector)
+    COLLECTOR_HOLD.enter()  # as for the hook (cds_service.hooks.api.hold_collector)
     try:
         with timed("parse"):
             hook_request, service = parse_hook_request(

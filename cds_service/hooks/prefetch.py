@@ -31,10 +31,10 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from cds_service.errors import PrefetchUnavailable
-from cds_service.fhir_client import FetchOutcome, FhirClient, FhirFetchError
-from cds_service.hook_request import HookRequest
-from cds_service.prefetch_tokens import MissingTokenValue, expand, today_of
-from cds_service.services import PrefetchTemplate, ServiceDefinition
+from cds_service.hooks.fhir_client import FetchOutcome, FhirClient, FhirFetchError
+from cds_service.hooks.prefetch_tokens import MissingTokenValue, expand, today_of
+from cds_service.hooks.request import HookRequest
+from cds_service.hooks.services import PrefetchTemplate, ServiceDefinition
 
 __all__ = ["FetchEnvironment", "KeyState", "ResolvedPrefetch", "classify", "expand", "resolve"]
 

@@ -22,10 +22,10 @@ from typing import Any
 from flask import Flask
 
 from cds_service import __version__
+from cds_service.hooks.validation import SCHEMA_DIR
 from cds_service.ops.openapi_components import component_extras
 from cds_service.ops.openapi_paths import path_items
-from cds_service.state import get_state
-from cds_service.validation import SCHEMA_DIR
+from cds_service.web.state import get_state
 
 OPENAPI_VERSION = "3.1.0"
 # Component name -> schema file (cds_service/schemas/<file>.schema.json).
@@ -108,6 +108,14 @@ def document_for(app: Flask) -> dict[str, Any]:
         if any(key in _METHODS for key in kept):
             paths[path] = kept
     document["paths"] = paths
+    used = {
+        tag
+        for item in paths.values()
+        for op in item.values()
+        if isinstance(op, dict)
+        for tag in op.get("tags", ())
+    }
+    document["tags"] = [tag for tag in document["tags"] if tag["name"] in used]
     return document
 
 

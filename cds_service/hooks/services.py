@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_service.engine.knowledge import Knowledge
-from cds_service.prefetch_tokens import check_template
+from cds_service.hooks.prefetch_tokens import check_template
 
 LOINC = "http://loinc.org"
 OBSERVATION_PAGE_SIZE = 1000  # newest first; a non-paging client still sends the most recent 1000

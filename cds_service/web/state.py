@@ -8,8 +8,8 @@ from flask import Flask, current_app
 
 from cds_service.config import Settings
 from cds_service.engine.knowledge import Knowledge
-from cds_service.feedback_store import FeedbackStore
-from cds_service.services import ServiceRegistry
+from cds_service.hooks.feedback import FeedbackStore
+from cds_service.hooks.services import ServiceRegistry
 
 EXTENSION_KEY = "cds_service"
 

@@ -17,7 +17,7 @@ from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from cds_service.errors import CDSServiceError, PrefetchUnavailable, Unauthorized
-from cds_service.observability import annotate
+from cds_service.web.observability import annotate
 
 log = logging.getLogger("cds_service.errors")
 HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}

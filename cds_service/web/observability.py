@@ -23,7 +23,7 @@ from flask import Flask, Response, current_app, g, request
 REQUEST_ID_HEADER = "X-Request-Id"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_log = logging.getLogger("cds_service.access")
-log = logging.getLogger("cds_service.observability")
+log = logging.getLogger("cds_service.web.observability")
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 LISTENERS_KEY = "cds_service.request_listeners"
 RequestListener = Callable[[Mapping[str, Any], Response], None]

@@ -33,7 +33,7 @@ from msgspec import UNSET, UnsetType
 
 from cds_service.engine.typed import TypedObservation
 
-ELEMENTS_FILE = Path(__file__).resolve().parent / "schemas" / "fhir-r4-elements.json"
+ELEMENTS_FILE = Path(__file__).resolve().parent.parent / "schemas" / "fhir-r4-elements.json"
 REQUEST_FIELDS = ("hook", "hookInstance", "context", "prefetch", "fhirServer", "fhirAuthorization")
 
 
