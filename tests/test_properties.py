@@ -116,7 +116,16 @@ def test_rapid_rise_matches_the_pairwise_definition(points: list[tuple[int, floa
     from tests.fhir_builders import T0
 
     values = [
-        LabValue("ferritin", v, "ng/mL", T0 + timedelta(hours=h), f"o{i}", "2276-4", v, "ng/mL")
+        LabValue(
+            analyte="ferritin",
+            value=v,
+            unit="ng/mL",
+            time=T0 + timedelta(hours=h),
+            resource_id=f"o{i}",
+            code="2276-4",
+            original_value=v,
+            original_unit="ng/mL",
+        )
         for i, (h, v) in enumerate(sorted(points))
     ]
     brute = any(

@@ -151,12 +151,12 @@ def drug_events(
                 continue
             events.append(
                 DrugEvent(
-                    cls,
-                    kb.drug_roles[cls],
-                    time,
-                    resource_key(resource),
-                    MED_SOURCE[rtype],
-                    concept_label(concept),
+                    drug_class=cls,
+                    role=kb.drug_roles[cls],
+                    time=time,
+                    resource_id=resource_key(resource),
+                    source=MED_SOURCE[rtype],
+                    text=concept_label(concept),
                 )
             )
     events.sort(key=lambda e: e.time)

@@ -15,7 +15,7 @@ FindingState = Literal["present", "absent", "unknown"]
 RangeSource = Literal["observation", "fallback", "none"]
 
 
-class LabValue(msgspec.Struct, gc=False):
+class LabValue(msgspec.Struct, gc=False, kw_only=True):
     """One normalized measurement in its analyte's canonical unit.
 
     Treated as immutable. A msgspec struct, not a dataclass: thousands are built per hook, and a struct is
@@ -69,7 +69,7 @@ class FindingRecord:
     onset: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DrugEvent:
     """A drug given (or ordered) at a time, by drug class."""
 
@@ -130,7 +130,7 @@ class Evidence:
     boundary: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CriterionResult:
     id: str
     label: str
@@ -199,7 +199,7 @@ class GradeFact:
     time: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IecHsResult:
     status: Literal["met", "not-met", "indeterminate", "not-applicable"]
     criteria: tuple[CriterionResult, ...]

@@ -384,11 +384,22 @@ class ObservationNormalizer:
             self.fallback_analytes.add(recipe.analyte)
         comparator = quantity.comparator
         return LabValue(
-            recipe.analyte, raw if recipe.identity else recipe.conversion.apply(raw), recipe.canonical,
-            time, key, recipe.code, raw, recipe.unit,
-            comparator if comparator in COMPARATORS else None,
-            low, high, range_source, False, recipe.fasting, recipe.conversion.scale,
-        )  # fmt: skip
+            analyte=recipe.analyte,
+            value=raw if recipe.identity else recipe.conversion.apply(raw),
+            unit=recipe.canonical,
+            time=time,
+            resource_id=key,
+            code=recipe.code,
+            original_value=raw,
+            original_unit=recipe.unit,
+            comparator=comparator if comparator in COMPARATORS else None,
+            low=low,
+            high=high,
+            range_source=range_source,
+            preliminary=False,
+            fasting=recipe.fasting,
+            scale=recipe.conversion.scale,
+        )
 
     def _concept(self, raw: Raw) -> _Concept:
         """What a code means, decoded and type-checked once per distinct concept (by its JSON bytes)."""
@@ -495,9 +506,9 @@ class ObservationNormalizer:
         low, high, range_source = self._range(analyte, holder, resource, unit)
         value = raw if conversion.scale == 1.0 and conversion.offset == 0.0 else conversion.apply(raw)
         return LabValue(
-            analyte, value, self._canonical[analyte], time, key, code, raw, unit,
-            comparator if comparator in COMPARATORS else None,
-            low, high, range_source, preliminary, fasting, conversion.scale,
+            analyte=analyte, value=value, unit=self._canonical[analyte], time=time, resource_id=key, code=code, original_value=raw, original_unit=unit,
+            comparator=comparator if comparator in COMPARATORS else None,
+            low=low, high=high, range_source=range_source, preliminary=preliminary, fasting=fasting, scale=conversion.scale,
         )  # fmt: skip
 
     def _issue(self, key: str, problem: str, path: str) -> None:

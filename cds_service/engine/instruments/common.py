@@ -30,12 +30,12 @@ def threshold_criterion(
     described = f"{ctx.kb.display(analyte)} {threshold.describe()}"
     if lab is None:
         return CriterionResult(
-            id,
-            label,
-            "unknown",
-            described,
-            threshold.source or citation,
-            (Evidence("note", f"no {ctx.kb.display(analyte)} result in the window"),),
+            id=id,
+            label=label,
+            status="unknown",
+            threshold=described,
+            citation=threshold.source or citation,
+            evidence=(Evidence("note", f"no {ctx.kb.display(analyte)} result in the window"),),
             missing=(analyte,),
             unverified=unverified,
         )
@@ -43,7 +43,13 @@ def threshold_criterion(
     status: Status = "unknown" if decided is None else ("met" if decided else "not-met")
     evidence = value_evidence(ctx.kb, lab, note, threshold.value, ctx.config.boundary_flag)
     return CriterionResult(
-        id, label, status, described, threshold.source or citation, (evidence,), unverified=unverified
+        id=id,
+        label=label,
+        status=status,
+        threshold=described,
+        citation=threshold.source or citation,
+        evidence=(evidence,),
+        unverified=unverified,
     )
 
 
@@ -72,16 +78,39 @@ def finding_criterion(
         for r in present
     )
     if present:
-        return CriterionResult(id, label, "met", None, citation, evidence, unverified=unverified)
+        return CriterionResult(
+            id=id,
+            label=label,
+            status="met",
+            threshold=None,
+            citation=citation,
+            evidence=evidence,
+            unverified=unverified,
+        )
     if records and all(r.state == "absent" for r in records):
         refuted = tuple(
             Evidence("finding", f"{ctx.kb.finding_display[r.finding]}: refuted", resource_id=r.resource_id)
             for r in records
         )
-        return CriterionResult(id, label, "not-met", None, citation, refuted, unverified=unverified)
+        return CriterionResult(
+            id=id,
+            label=label,
+            status="not-met",
+            threshold=None,
+            citation=citation,
+            evidence=refuted,
+            unverified=unverified,
+        )
     note = Evidence("note", "not recorded in the supplied Conditions (unknown, not assumed absent)")
     return CriterionResult(
-        id, label, "unknown", None, citation, (note,), missing=tuple(findings), unverified=unverified
+        id=id,
+        label=label,
+        status="unknown",
+        threshold=None,
+        citation=citation,
+        evidence=(note,),
+        missing=tuple(findings),
+        unverified=unverified,
     )
 
 

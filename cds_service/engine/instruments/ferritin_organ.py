@@ -39,12 +39,12 @@ def _ferritin(
     described = f"peak ferritin {threshold.describe()} {window_text}"
     if not values:
         return CriterionResult(
-            id,
-            label,
-            "unknown",
-            described,
-            citation,
-            (Evidence("note", f"no ferritin result {window_text}"),),
+            id=id,
+            label=label,
+            status="unknown",
+            threshold=described,
+            citation=citation,
+            evidence=(Evidence("note", f"no ferritin result {window_text}"),),
             missing=("ferritin",),
             unverified=unverified,
         )
@@ -52,7 +52,15 @@ def _ferritin(
     decided = compare(threshold, peak)
     status: Status = "unknown" if decided is None else ("met" if decided else "not-met")
     evidence = value_evidence(ctx.kb, peak, "peak", threshold.value, ctx.config.boundary_flag)
-    return CriterionResult(id, label, status, described, citation, (evidence,), unverified=unverified)
+    return CriterionResult(
+        id=id,
+        label=label,
+        status=status,
+        threshold=described,
+        citation=citation,
+        evidence=(evidence,),
+        unverified=unverified,
+    )
 
 
 def _decide(ferritin: CriterionResult, organs: list[CriterionResult], required: int) -> bool | None:

@@ -40,12 +40,12 @@ def _cytopenias(ctx: Context, id: str, spec: dict[str, Any], citation: str) -> C
     if overrides:
         evidence += (Evidence("note", "infant < 4 weeks: hemoglobin cut-off < 100 g/L"),)
     return CriterionResult(
-        id,
-        f"Cytopenias affecting >= {required} of 3 lineages (Hb, platelets, ANC)",
-        count_status(met, unknown, required),
-        "Hb < 90 g/L, platelets < 100e9/L, ANC < 1.0e9/L",
-        citation,
-        evidence,
+        id=id,
+        label=f"Cytopenias affecting >= {required} of 3 lineages (Hb, platelets, ANC)",
+        status=count_status(met, unknown, required),
+        threshold="Hb < 90 g/L, platelets < 100e9/L, ANC < 1.0e9/L",
+        citation=citation,
+        evidence=evidence,
         missing=tuple(s.analyte for s in found if s.status == "unknown"),
     )
 
@@ -66,12 +66,12 @@ def _tg_or_fibrinogen(ctx: Context, id: str, spec: dict[str, Any], citation: str
     status = any_of([tg.status, fib.status])
     missing = tuple(m for m in tg.missing + fib.missing) if status == "unknown" else ()
     return CriterionResult(
-        id,
-        "Hypertriglyceridemia (fasting) and/or hypofibrinogenemia",
-        status,
-        f"{tg.threshold} or {fib.threshold}",
-        citation,
-        evidence,
+        id=id,
+        label="Hypertriglyceridemia (fasting) and/or hypofibrinogenemia",
+        status=status,
+        threshold=f"{tg.threshold} or {fib.threshold}",
+        citation=citation,
+        evidence=evidence,
         missing=missing,
     )
 

@@ -63,12 +63,12 @@ def ferritin_required(
     )
     if not values:
         return CriterionResult(
-            "ferritin",
-            label,
-            "unknown",
-            described,
-            citation,
-            (Evidence("note", "no ferritin result in the window"),),
+            id="ferritin",
+            label=label,
+            status="unknown",
+            threshold=described,
+            citation=citation,
+            evidence=(Evidence("note", "no ferritin result in the window"),),
             missing=("ferritin",),
         ), None
     baseline = ctx.baseline("ferritin")
@@ -109,16 +109,36 @@ def ferritin_required(
     peak = max(values, key=lambda lab: lab.value)
     if onset is not None:
         evidence.append(value_evidence(ctx.kb, peak, "peak in the window"))
-        return CriterionResult("ferritin", label, "met", described, citation, tuple(evidence)), onset
+        return CriterionResult(
+            id="ferritin",
+            label=label,
+            status="met",
+            threshold=described,
+            citation=citation,
+            evidence=tuple(evidence),
+        ), onset
     evidence.append(value_evidence(ctx.kb, peak, "peak in the window"))
     if baseline is not None:
         evidence.append(value_evidence(ctx.kb, baseline, "baseline (last value on or before infusion)"))
     if baseline is None and peak.high is not None and peak.value > peak.high:
         evidence.append(Evidence("note", "no baseline ferritin: the > 2 x baseline test cannot be excluded"))
         return CriterionResult(
-            "ferritin", label, "unknown", described, citation, tuple(evidence), missing=("ferritin baseline",)
+            id="ferritin",
+            label=label,
+            status="unknown",
+            threshold=described,
+            citation=citation,
+            evidence=tuple(evidence),
+            missing=("ferritin baseline",),
         ), None
-    return CriterionResult("ferritin", label, "not-met", described, citation, tuple(evidence)), None
+    return CriterionResult(
+        id="ferritin",
+        label=label,
+        status="not-met",
+        threshold=described,
+        citation=citation,
+        evidence=tuple(evidence),
+    ), None
 
 
 def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> CriterionResult:
@@ -132,7 +152,15 @@ def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> Crite
             "note",
             "no cytokine release syndrome episode recorded (Condition ICD-10-CM D89.83x): timing unknown",
         )
-        return CriterionResult("onset", label, "unknown", None, citation, (note,), missing=("CRS history",))
+        return CriterionResult(
+            id="onset",
+            label=label,
+            status="unknown",
+            threshold=None,
+            citation=citation,
+            evidence=(note,),
+            missing=("CRS history",),
+        )
     episode = ctx.crs[-1]
     ids = ", ".join(episode.resource_ids)
     if episode.status == "resolved":
@@ -143,14 +171,18 @@ def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> Crite
             episode.resource_ids[-1],
             time=episode.abatement,
         )
-        return CriterionResult("onset", label, "met", None, citation, (ev,))
+        return CriterionResult(
+            id="onset", label=label, status="met", threshold=None, citation=citation, evidence=(ev,)
+        )
     if episode.status == "resolving":
         ev = Evidence(
             "finding",
             f"CRS resolving: grade {episode.latest_grade} after a maximum of {episode.max_grade}",
             episode.resource_ids[-1],
         )
-        return CriterionResult("onset", label, "met", None, citation, (ev,))
+        return CriterionResult(
+            id="onset", label=label, status="met", threshold=None, citation=citation, evidence=(ev,)
+        )
     return _worsening_after_improvement(ctx, required, label, citation, episode.onset, ids)
 
 
@@ -168,24 +200,24 @@ def _worsening_after_improvement(
     ]
     if not therapy:
         return CriterionResult(
-            "onset",
-            label,
-            "not-met",
-            None,
-            citation,
-            (active, Evidence("note", "CRS active and no CRS-directed therapy given yet")),
+            id="onset",
+            label=label,
+            status="not-met",
+            threshold=None,
+            citation=citation,
+            evidence=(active, Evidence("note", "CRS active and no CRS-directed therapy given yet")),
         )
     first = therapy[0]
     before = ctx.values("crp", start, first.time)
     after = ctx.values("crp", first.time)
     if not before or not after:
         return CriterionResult(
-            "onset",
-            label,
-            "unknown",
-            None,
-            citation,
-            (
+            id="onset",
+            label=label,
+            status="unknown",
+            threshold=None,
+            citation=citation,
+            evidence=(
                 active,
                 Evidence("drug", f"CRS-directed therapy: {first.text}", first.resource_id, time=first.time),
                 Evidence("note", "CRP before and after CRS-directed therapy needed to judge improvement"),
@@ -198,12 +230,12 @@ def _worsening_after_improvement(
     nadir = min(after, key=lambda lab: lab.value)
     if nadir.value > scaled(fall, peak.value):
         return CriterionResult(
-            "onset",
-            label,
-            "not-met",
-            None,
-            citation,
-            (
+            id="onset",
+            label=label,
+            status="not-met",
+            threshold=None,
+            citation=citation,
+            evidence=(
                 active,
                 value_evidence(
                     ctx.kb, nadir, f"CRP did not fall to <= {fall:.0%} of its peak {peak.value:g}"
@@ -221,24 +253,27 @@ def _worsening_after_improvement(
     if later_crp or rise:
         worse = later_crp[0] if later_crp else rise[1]  # type: ignore[index]
         return CriterionResult(
-            "onset",
-            label,
-            "met",
-            None,
-            citation,
-            (
+            id="onset",
+            label=label,
+            status="met",
+            threshold=None,
+            citation=citation,
+            evidence=(
                 active,
                 value_evidence(ctx.kb, nadir, "improvement after CRS-directed therapy"),
                 value_evidence(ctx.kb, worse, "then worsening"),
             ),
         )
     return CriterionResult(
-        "onset",
-        label,
-        "not-met",
-        None,
-        citation,
-        (active, value_evidence(ctx.kb, nadir, "improving after CRS-directed therapy, no later worsening")),
+        id="onset",
+        label=label,
+        status="not-met",
+        threshold=None,
+        citation=citation,
+        evidence=(
+            active,
+            value_evidence(ctx.kb, nadir, "improving after CRS-directed therapy, no later worsening"),
+        ),
     )
 
 
@@ -260,12 +295,12 @@ def transaminases(ctx: Context, spec: dict[str, Any], citation: str) -> Criterio
         evidence.append(item)
     status = any_of(statuses)
     return CriterionResult(
-        "transaminases",
-        "AST or ALT > 5 x ULN (baseline normal) or > 5 x baseline (abnormal)",
-        status,
-        "> 5 x ULN or > 5 x baseline",
-        citation,
-        tuple(evidence),
+        id="transaminases",
+        label="AST or ALT > 5 x ULN (baseline normal) or > 5 x baseline (abnormal)",
+        status=status,
+        threshold="> 5 x ULN or > 5 x baseline",
+        citation=citation,
+        evidence=tuple(evidence),
         missing=tuple(missing) if status == "unknown" else (),
     )
 
@@ -283,20 +318,20 @@ def hypofibrinogenemia(ctx: Context, spec: dict[str, Any], citation: str) -> Cri
     lab = ctx.worst("fibrinogen", _window_start(ctx))
     if base.status == "not-met" and lab is not None and lab.low is not None and lab.value < lab.low:
         return CriterionResult(
-            base.id,
-            base.label,
-            "met",
-            f"{base.threshold} or < LLN",
-            citation,
-            (value_evidence(ctx.kb, lab, f"< LLN {lab.low:g}"),),
+            id=base.id,
+            label=base.label,
+            status="met",
+            threshold=f"{base.threshold} or < LLN",
+            citation=citation,
+            evidence=(value_evidence(ctx.kb, lab, f"< LLN {lab.low:g}"),),
         )
     return CriterionResult(
-        base.id,
-        base.label,
-        base.status,
-        f"{base.threshold} or < LLN",
-        citation,
-        base.evidence,
+        id=base.id,
+        label=base.label,
+        status=base.status,
+        threshold=f"{base.threshold} or < LLN",
+        citation=citation,
+        evidence=base.evidence,
         missing=base.missing,
     )
 
@@ -341,12 +376,12 @@ def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionRe
         evidence.append(value_evidence(ctx.kb, nadir, text))
     status = any_of(statuses)
     return CriterionResult(
-        "cytopenias",
-        "Cytopenias, new onset or worsening (Hb, platelets, ANC)",
-        status,
-        f"new < LLN, or >= {fraction:.0%} worse than reference [D]",
-        spec.get("source", citation),
-        tuple(evidence),
+        id="cytopenias",
+        label="Cytopenias, new onset or worsening (Hb, platelets, ANC)",
+        status=status,
+        threshold=f"new < LLN, or >= {fraction:.0%} worse than reference [D]",
+        citation=spec.get("source", citation),
+        evidence=tuple(evidence),
         missing=tuple(missing) if status == "unknown" else (),
     )
 
@@ -365,12 +400,12 @@ def _above_uln(ctx: Context, id: str, label: str, analytes: list[str], citation:
         evidence.append(value_evidence(ctx.kb, lab, f"{'>' if over else 'not >'} ULN {lab.high:g}"))
     status = any_of(statuses)
     return CriterionResult(
-        id,
-        label,
-        status,
-        "> ULN",
-        citation,
-        tuple(evidence),
+        id=id,
+        label=label,
+        status=status,
+        threshold="> ULN",
+        citation=citation,
+        evidence=tuple(evidence),
         missing=tuple(a for a, s in zip(analytes, statuses, strict=True) if s == "unknown")
         if status == "unknown"
         else (),
@@ -389,35 +424,35 @@ def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionRe
     hits += [lab for lab in ctx.values("o2_flow", start) if flow.test(lab.value)]
     if hits:
         return CriterionResult(
-            "pulmonary",
-            label,
-            "met",
-            f"SpO2 {spo2.describe()} or O2 flow {flow.describe()} [D]",
-            citation,
-            (value_evidence(ctx.kb, hits[0]),),
+            id="pulmonary",
+            label=label,
+            status="met",
+            threshold=f"SpO2 {spo2.describe()} or O2 flow {flow.describe()} [D]",
+            citation=citation,
+            evidence=(value_evidence(ctx.kb, hits[0]),),
         )
     if edema.status == "met":
         return edema
     if ctx.values("spo2", start):
         return CriterionResult(
-            "pulmonary",
-            label,
-            "not-met",
-            f"SpO2 {spo2.describe()} [D]",
-            citation,
-            (
+            id="pulmonary",
+            label=label,
+            status="not-met",
+            threshold=f"SpO2 {spo2.describe()} [D]",
+            citation=citation,
+            evidence=(
                 value_evidence(
                     ctx.kb, min(ctx.values("spo2", start), key=lambda lab: lab.value), "lowest saturation"
                 ),
             ),
         )
     return CriterionResult(
-        "pulmonary",
-        label,
-        "unknown",
-        None,
-        citation,
-        (Evidence("note", "no oxygen saturation results"),),
+        id="pulmonary",
+        label=label,
+        status="unknown",
+        threshold=None,
+        citation=citation,
+        evidence=(Evidence("note", "no oxygen saturation results"),),
         missing=("spo2",),
     )
 
@@ -430,23 +465,23 @@ def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
     baseline = ctx.baseline("creatinine")
     if lab is None or baseline is None:
         return CriterionResult(
-            "renal",
-            label,
-            "unknown",
-            f">= {factor:g} x baseline",
-            source,
-            (Evidence("note", "creatinine in the window and a baseline are both needed"),),
+            id="renal",
+            label=label,
+            status="unknown",
+            threshold=f">= {factor:g} x baseline",
+            citation=source,
+            evidence=(Evidence("note", "creatinine in the window and a baseline are both needed"),),
             missing=("creatinine",),
             unverified=True,
         )
     met = lab.value >= scaled(factor, baseline.value)
     return CriterionResult(
-        "renal",
-        label,
-        "met" if met else "not-met",
-        f">= {factor:g} x baseline",
-        source,
-        (value_evidence(ctx.kb, lab, f"baseline {baseline.value:g}"),),
+        id="renal",
+        label=label,
+        status="met" if met else "not-met",
+        threshold=f">= {factor:g} x baseline",
+        citation=source,
+        evidence=(value_evidence(ctx.kb, lab, f"baseline {baseline.value:g}"),),
         unverified=True,
     )
 
@@ -524,35 +559,35 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
     alternatives = f"{doc['alternatives']['text']} ({ctx.kb.citation_text(doc['alternatives']['source'])})"
     if not ctx.therapy.found:
         attribution = CriterionResult(
-            "iec-therapy",
-            "Attributable to immune effector cell therapy",
-            "not-met",
-            None,
-            citation,
-            (Evidence("note", "no CAR-T product or infusion procedure in the supplied data"),),
+            id="iec-therapy",
+            label="Attributable to immune effector cell therapy",
+            status="not-met",
+            threshold=None,
+            citation=citation,
+            evidence=(Evidence("note", "no CAR-T product or infusion procedure in the supplied data"),),
         )
         return IecHsResult(
-            "not-applicable",
-            (attribution,),
-            None,
-            None,
-            (),
-            (),
-            False,
-            None,
-            citation,
-            grading["citation"],
-            True,
-            alternatives,
-            "No immune effector cell therapy on record.",
+            status="not-applicable",
+            criteria=(attribution,),
+            grade=None,
+            grade_label=None,
+            grade_basis=(),
+            grade_missing=(),
+            grade_is_minimum=False,
+            onset=None,
+            citation=citation,
+            grading_citation=grading["citation"],
+            grading_unverified=True,
+            alternatives=alternatives,
+            summary="No immune effector cell therapy on record.",
         )
     attribution = CriterionResult(
-        "iec-therapy",
-        "Attributable to immune effector cell therapy",
-        "met",
-        None,
-        citation,
-        (
+        id="iec-therapy",
+        label="Attributable to immune effector cell therapy",
+        status="met",
+        threshold=None,
+        citation=citation,
+        evidence=(
             Evidence(
                 "drug",
                 f"{ctx.therapy.product} infused",

@@ -72,12 +72,12 @@ def lab_grade3(
         evidence.append(item)
     status = any_of(statuses)
     return CriterionResult(
-        id,
-        label,
-        status,
-        "CTCAE v5 grade >= 3",
-        CTCAE,
-        tuple(evidence),
+        id=id,
+        label=label,
+        status=status,
+        threshold="CTCAE v5 grade >= 3",
+        citation=CTCAE,
+        evidence=tuple(evidence),
         missing=tuple(missing) if status == "unknown" else (),
     )
 
@@ -103,12 +103,12 @@ def kidney(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
             "finding", "oliguria recorded: its CTCAE grade needs manual review", oliguria.resource_id
         )
         return CriterionResult(
-            result.id,
-            result.label,
-            "unknown",
-            result.threshold,
-            result.citation,
-            result.evidence + (note,),
+            id=result.id,
+            label=result.label,
+            status="unknown",
+            threshold=result.threshold,
+            citation=result.citation,
+            evidence=result.evidence + (note,),
             missing=result.missing,
             unverified=True,
         )
@@ -132,16 +132,24 @@ def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
             first.resource_id,
             time=first.time,
         )
-        return CriterionResult("lung", label, "met", "proxy [D]", "ctcae5_clinical", (ev,), unverified=True)
+        return CriterionResult(
+            id="lung",
+            label=label,
+            status="met",
+            threshold="proxy [D]",
+            citation="ctcae5_clinical",
+            evidence=(ev,),
+            unverified=True,
+        )
     spo2 = ctx.values("spo2", start, end)
     if not spo2:
         return CriterionResult(
-            "lung",
-            label,
-            "unknown",
-            "proxy [D]",
-            "ctcae5_clinical",
-            (Evidence("note", "no oxygen saturation results"),),
+            id="lung",
+            label=label,
+            status="unknown",
+            threshold="proxy [D]",
+            citation="ctcae5_clinical",
+            evidence=(Evidence("note", "no oxygen saturation results"),),
             missing=("spo2",),
             unverified=True,
         )
@@ -156,23 +164,23 @@ def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
             *support[:1],
         )
         return CriterionResult(
-            "lung",
-            label,
-            "met",
-            f"SpO2 {low_threshold.describe()} with O2 support",
-            "ctcae5_clinical",
-            met_evidence,
+            id="lung",
+            label=label,
+            status="met",
+            threshold=f"SpO2 {low_threshold.describe()} with O2 support",
+            citation="ctcae5_clinical",
+            evidence=met_evidence,
             unverified=True,
         )
     worst = min(spo2, key=lambda lab: lab.value)
     ev2 = value_evidence(ctx.kb, worst, "lowest saturation", low_threshold.value, ctx.config.boundary_flag)
     return CriterionResult(
-        "lung",
-        label,
-        "not-met",
-        f"SpO2 {low_threshold.describe()} with O2 support",
-        "ctcae5_clinical",
-        (ev2,),
+        id="lung",
+        label=label,
+        status="not-met",
+        threshold=f"SpO2 {low_threshold.describe()} with O2 support",
+        citation="ctcae5_clinical",
+        evidence=(ev2,),
         unverified=True,
     )
 
