@@ -111,7 +111,7 @@ def test_rapid_rise_matches_the_pairwise_definition(points: list[tuple[int, floa
     """The linear-time rapid-rise search finds a pair exactly when some pair satisfies the definition."""
     from datetime import timedelta
 
-    from cds_service.engine.instruments.iec_hs import _rapid_rise
+    from cds_service.engine.instruments.iec_hs.required import rapid_rise as _rapid_rise
     from cds_service.engine.model import LabValue
     from tests.fhir_builders import T0
 

@@ -506,10 +506,22 @@ class ObservationNormalizer:
         low, high, range_source = self._range(analyte, holder, resource, unit)
         value = raw if conversion.scale == 1.0 and conversion.offset == 0.0 else conversion.apply(raw)
         return LabValue(
-            analyte=analyte, value=value, unit=self._canonical[analyte], time=time, resource_id=key, code=code, original_value=raw, original_unit=unit,
+            analyte=analyte,
+            value=value,
+            unit=self._canonical[analyte],
+            time=time,
+            resource_id=key,
+            code=code,
+            original_value=raw,
+            original_unit=unit,
             comparator=comparator if comparator in COMPARATORS else None,
-            low=low, high=high, range_source=range_source, preliminary=preliminary, fasting=fasting, scale=conversion.scale,
-        )  # fmt: skip
+            low=low,
+            high=high,
+            range_source=range_source,
+            preliminary=preliminary,
+            fasting=fasting,
+            scale=conversion.scale,
+        )
 
     def _issue(self, key: str, problem: str, path: str) -> None:
         self.issues.append(DataIssue(key, problem, path=path))

@@ -1,0 +1,169 @@
+"""The other manifestations (context for the clinician; they do not decide the status)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cds_service.engine.context import Context, value_evidence
+from cds_service.engine.instruments.common import any_of, finding_criterion, threshold_criterion
+from cds_service.engine.instruments.iec_hs.window import window_start
+from cds_service.engine.model import CriterionResult, Evidence, Status
+from cds_service.engine.units import scaled
+
+
+def _above_uln(ctx: Context, id: str, label: str, analytes: list[str], citation: str) -> CriterionResult:
+    statuses: list[Status] = []
+    evidence: list[Evidence] = []
+    start = window_start(ctx)
+    for analyte in analytes:
+        lab = ctx.worst(analyte, start)
+        if lab is None or lab.high is None:
+            statuses.append("unknown")
+            continue
+        over = lab.value > lab.high
+        statuses.append("met" if over else "not-met")
+        evidence.append(value_evidence(ctx.kb, lab, f"{'>' if over else 'not >'} ULN {lab.high:g}"))
+    status = any_of(statuses)
+    return CriterionResult(
+        id=id,
+        label=label,
+        status=status,
+        threshold="> ULN",
+        citation=citation,
+        evidence=tuple(evidence),
+        missing=tuple(a for a, s in zip(analytes, statuses, strict=True) if s == "unknown")
+        if status == "unknown"
+        else (),
+    )
+
+
+def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
+    start = window_start(ctx)
+    label = "Pulmonary manifestations (hypoxia, O2 need, pulmonary edema/infiltrates)"
+    edema = finding_criterion(
+        ctx, id="pulmonary", label=label, findings=[spec["finding"]], citation=citation, since=start
+    )
+    spo2 = ctx.kb.threshold("spo2", spec["spo2"])
+    flow = ctx.kb.threshold("o2_flow", spec["o2_flow"])
+    hits = [lab for lab in ctx.values("spo2", start) if spo2.test(lab.value)]
+    hits += [lab for lab in ctx.values("o2_flow", start) if flow.test(lab.value)]
+    if hits:
+        return CriterionResult(
+            id="pulmonary",
+            label=label,
+            status="met",
+            threshold=f"SpO2 {spo2.describe()} or O2 flow {flow.describe()} [D]",
+            citation=citation,
+            evidence=(value_evidence(ctx.kb, hits[0]),),
+        )
+    if edema.status == "met":
+        return edema
+    if ctx.values("spo2", start):
+        return CriterionResult(
+            id="pulmonary",
+            label=label,
+            status="not-met",
+            threshold=f"SpO2 {spo2.describe()} [D]",
+            citation=citation,
+            evidence=(
+                value_evidence(
+                    ctx.kb, min(ctx.values("spo2", start), key=lambda lab: lab.value), "lowest saturation"
+                ),
+            ),
+        )
+    return CriterionResult(
+        id="pulmonary",
+        label=label,
+        status="unknown",
+        threshold=None,
+        citation=citation,
+        evidence=(Evidence("note", "no oxygen saturation results"),),
+        missing=("spo2",),
+    )
+
+
+def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
+    factor = float(spec["creatinine_baseline_multiple"]["value"])
+    label = f"Renal insufficiency (new onset): creatinine >= {factor:g} x baseline"
+    source = spec.get("source", "kdigo2012")
+    lab = ctx.worst("creatinine", window_start(ctx))
+    baseline = ctx.baseline("creatinine")
+    if lab is None or baseline is None:
+        return CriterionResult(
+            id="renal",
+            label=label,
+            status="unknown",
+            threshold=f">= {factor:g} x baseline",
+            citation=source,
+            evidence=(Evidence("note", "creatinine in the window and a baseline are both needed"),),
+            missing=("creatinine",),
+            unverified=True,
+        )
+    met = lab.value >= scaled(factor, baseline.value)
+    return CriterionResult(
+        id="renal",
+        label=label,
+        status="met" if met else "not-met",
+        threshold=f">= {factor:g} x baseline",
+        citation=source,
+        evidence=(value_evidence(ctx.kb, lab, f"baseline {baseline.value:g}"),),
+        unverified=True,
+    )
+
+
+def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> list[CriterionResult]:
+    other = doc["other"]
+    start = window_start(ctx)
+    infusion = ctx.therapy.infusion_time
+    fever = threshold_criterion(
+        ctx,
+        id="fever",
+        label="Fever (new or persistent)",
+        analyte="temperature",
+        spec=other["fever"]["threshold"],
+        citation=other["fever"]["source"],
+        start=start,
+        unverified=True,
+    )
+    tg = threshold_criterion(
+        ctx,
+        id="hypertriglyceridemia",
+        label="Hypertriglyceridemia (fasting > 265 mg/dL)",
+        analyte="triglycerides",
+        spec=other["hypertriglyceridemia"]["threshold"],
+        citation=citation,
+        start=start,
+    )
+    return [
+        _above_uln(ctx, "ldh", "LDH > ULN", ["ldh"], citation),
+        _above_uln(
+            ctx,
+            "coagulation",
+            "Other coagulation abnormalities (PT, aPTT or INR > ULN)",
+            other["coagulation"]["analytes"],
+            citation,
+        ),
+        _above_uln(
+            ctx, "direct-bilirubin", "Direct hyperbilirubinemia (> ULN)", ["bilirubin_direct"], citation
+        ),
+        finding_criterion(
+            ctx,
+            id="splenomegaly",
+            label="New-onset splenomegaly",
+            findings=["splenomegaly"],
+            citation=citation,
+            since=infusion,
+        ),
+        fever,
+        finding_criterion(
+            ctx,
+            id="neurotoxicity",
+            label="Neurotoxicity (ICANS)",
+            findings=["icans"],
+            citation=citation,
+            since=start,
+        ),
+        _pulmonary(ctx, other["pulmonary"], other["pulmonary"].get("source", citation)),
+        renal(ctx, other["renal"]),
+        tg,
+    ]
