@@ -27,9 +27,15 @@ def _parse_at(value: str) -> datetime:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from cds_service.engine import evaluate
+    from cds_service.engine.knowledge import load_knowledge
     from cds_service.engine.report import text_report
     from cds_service.engine.serialize import to_json_bytes
 
+    try:
+        kb = load_knowledge(Path(args.mappings) if args.mappings else None)
+    except DataFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     path = Path(args.file)
     try:
         data = orjson.loads(path.read_bytes())
@@ -43,14 +49,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {path} is not a FHIR Bundle (resourceType must be 'Bundle')", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = evaluate(data, at=args.at)
+        result = evaluate(data, knowledge=kb, at=args.at)
     except InputError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.format == "json":
         sys.stdout.buffer.write(to_json_bytes(result, indent=True) + b"\n")
     else:
-        sys.stdout.write(text_report(result))
+        sys.stdout.write(text_report(result, kb))
     return EXIT_OK
 
 
@@ -180,6 +186,12 @@ def _add_evaluate(sub: Subparsers) -> None:
     )
     evaluate.add_argument(
         "--format", choices=["json", "text"], default="text", help="output format (default text)"
+    )
+    evaluate.add_argument(
+        "--mappings",
+        metavar="DIR",
+        default=None,
+        help="a site's mappings directory (default: CDS_MAPPINGS_DIR, else this source tree's mappings/)",
     )
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from cds_service.cards.content import load_card_content
 from cds_service.engine import EngineConfig, EvaluationResult, evaluate
+from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.model import CriterionResult
 from tests.fhir_builders import SNOMED, bundle, car_t, condition, day, obs, patient
 
 AT = day(13)
+KB = load_knowledge()  # the project's own mappings/ (tests of a site's mappings build their own)
+CONTENT = load_card_content(KB)
 
 CODES = {
     "ferritin": "2276-4",
@@ -51,7 +55,7 @@ def text_finding(text: str, present: bool = True) -> dict[str, Any]:
 def run(*resources: dict[str, Any], at: Any = AT, therapy: bool = True, **config: Any) -> EvaluationResult:
     items = [patient(), *([car_t()] if therapy else []), *resources]
     cfg = EngineConfig(**config) if config else None
-    return evaluate(bundle(*items), at=at, config=cfg)
+    return evaluate(bundle(*items), at=at, config=cfg, knowledge=KB)
 
 
 def criterion(criteria: tuple[CriterionResult, ...], cid: str) -> CriterionResult:

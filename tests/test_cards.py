@@ -29,6 +29,8 @@ from cds_service.cards import (
 )
 from cds_service.cards.markdown import md
 from cds_service.engine import EvaluationResult, evaluate
+from cds_service.engine.instruments.registry import HSCORE, IEC_HS
+from tests.engine_helpers import CONTENT, KB
 from tests.fhir_builders import RXNORM, bundle, car_t, crs, day, medication, obs, patient
 
 AT = day(13)  # day +13 after the axi-cel infusion of the builders
@@ -93,11 +95,11 @@ def context(**overrides: Any) -> CardContext:
 
 
 def result_of(data: dict[str, Any]) -> EvaluationResult:
-    return evaluate(data, at=AT)
+    return evaluate(data, at=AT, knowledge=KB)
 
 
 def one_card(data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-    cards = render_patient_view(result_of(data), context(**kwargs))
+    cards = render_patient_view(result_of(data), context(**kwargs), content=CONTENT, knowledge=KB)
     assert len(cards) == 1
     return cards[0]
 
@@ -144,7 +146,7 @@ def test_detail_shows_every_instrument_the_caveat_and_the_grade_basis() -> None:
     assert "Basis: IEC-HS-directed therapy: anakinra" in text
     assert "Could not check:" in text
     assert "UNVERIFIED" in text  # grading not checked against Hines (reference 5.3)
-    assert "176 (range 176–301" in text and "54-70%" in text  # HScore, probability band, min-max
+    assert "176 (range 176-301" in text and "54-70%" in text  # HScore, probability band, min-max
     assert "3/8 met, 5 unknown" in text  # HLH-2004 n/8 with unknowns
     assert "Day +13" in text and "CRS: resolved" in text
     assert "Table 5" in text and "infection" in text  # alternatives to exclude (Hines Table 5)
@@ -167,14 +169,14 @@ def test_detail_is_markdown_without_raw_html_even_with_hostile_data() -> None:
 
 def test_no_card_without_iec_therapy() -> None:
     data = bundle(patient(), obs("2276-4", 21000, "ng/mL", day(12), high=300))
-    assert render_patient_view(result_of(data), context()) == []
+    assert render_patient_view(result_of(data), context(), content=CONTENT, knowledge=KB) == []
 
 
 def test_negative_screen_gives_no_card_by_default_and_an_info_card_on_request() -> None:
     result = result_of(negative())
-    assert result.instruments.iec_hs.status == "not-met"
-    assert render_patient_view(result, context()) == []
-    cards = render_patient_view(result, context(), emit_negative=True)
+    assert IEC_HS.result(result.instruments).status == "not-met"
+    assert render_patient_view(result, context(), content=CONTENT, knowledge=KB) == []
+    cards = render_patient_view(result, context(), emit_negative=True, content=CONTENT, knowledge=KB)
     assert [c["indicator"] for c in cards] == ["info"]
     assert cards[0]["summary"].startswith("IEC-HS criteria not met")
 
@@ -197,9 +199,11 @@ def test_indeterminate_with_required_ferritin_met_is_a_warning() -> None:
 
 def test_hscore_at_cutoff_warns_even_when_iec_hs_is_not_met() -> None:
     result = result_of(negative())
-    hscore = dataclasses.replace(result.instruments.hscore, score=169, cutoff=169)
-    instruments = dataclasses.replace(result.instruments, hscore=hscore)
-    cards = render_patient_view(dataclasses.replace(result, instruments=instruments), context())
+    hscore = dataclasses.replace(HSCORE.result(result.instruments), score=169, cutoff=169)
+    instruments = result.instruments.replace("hscore", hscore)
+    cards = render_patient_view(
+        dataclasses.replace(result, instruments=instruments), context(), content=CONTENT, knowledge=KB
+    )
     assert [c["indicator"] for c in cards] == ["warning"]
     assert "HScore 169" in cards[0]["summary"]
 
@@ -339,7 +343,9 @@ def draft(rid: str, text: str, code: str | None = None) -> dict[str, Any]:
 def order_cards(
     data: dict[str, Any], drafts: dict[str, Any], selections: list[str] | None = None
 ) -> list[dict[str, Any]]:
-    return render_order_hook(result_of(data), drafts, selections, context(hook="order-sign"))
+    return render_order_hook(
+        result_of(data), drafts, selections, context(hook="order-sign"), content=CONTENT, knowledge=KB
+    )
 
 
 def test_tocilizumab_draft_without_active_crs_and_iec_hs_met_gives_a_replace_with_anakinra_warning() -> None:
@@ -373,7 +379,7 @@ def test_no_tocilizumab_warning_with_active_crs() -> None:
     drafts = sandbox_drafts(draft("toci-1", "tocilizumab", "612865"))
     assert order_cards(classic(crs(2, day(11))), drafts) == []  # new CRS episode, still active
     result = dataclasses.replace(result_of(classic()), crs_status="active")  # isolate the CRS rule
-    assert render_order_hook(result, drafts, None, context()) == []
+    assert render_order_hook(result, drafts, None, context(), content=CONTENT, knowledge=KB) == []
 
 
 def test_sandbox_shaped_draft_orders_parse_even_when_incomplete() -> None:
@@ -424,8 +430,15 @@ def test_markdown_escaping_round_trips_and_never_leaves_html(text: str) -> None:
 
 
 CASES: list[Callable[[], list[dict[str, Any]]]] = [
-    lambda: render_patient_view(result_of(classic()), context(smart_launch_url="https://a.example/launch")),
-    lambda: render_patient_view(result_of(negative()), context(), emit_negative=True),
+    lambda: render_patient_view(
+        result_of(classic()),
+        context(smart_launch_url="https://a.example/launch"),
+        content=CONTENT,
+        knowledge=KB,
+    ),
+    lambda: render_patient_view(
+        result_of(negative()), context(), emit_negative=True, content=CONTENT, knowledge=KB
+    ),
     lambda: order_cards(classic(), sandbox_drafts(draft("t", "tocilizumab"), draft("a", "anakinra"))),
 ]
 

@@ -22,6 +22,7 @@ from cds_service.cards.vocab import WHEN_RULES
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.errors import DataFileError
+from tests.engine_helpers import KB
 from tests.fhir_builders import day, medication, obs
 from tests.test_cards import anakinra_at, classic, created, one_card, plain, result_of
 
@@ -71,7 +72,7 @@ def test_the_oracle_strings_are_verbatim_in_the_review() -> None:
 def test_every_dose_text_in_the_content_is_verbatim_from_the_review() -> None:
     assert SEED.exists(), f"the seed review must sit beside the repository (CI checks out shared/): {SEED}"
     review = " ".join(SEED.read_text(encoding="utf-8").split())
-    for option in load_card_content().options:
+    for option in load_card_content(KB).options:
         for dose in option.dosing:
             assert dose.text in review, f"{option.id}: dose text is not the review's"
 
@@ -141,15 +142,15 @@ def test_every_when_rule_is_implemented() -> None:
     from cds_service.cards.rules import applies
 
     result = result_of(classic())
-    assessment = assess(result, load_card_content())
-    for option in load_card_content().options:
+    assessment = assess(result, load_card_content(KB))
+    for option in load_card_content(KB).options:
         assert option.when in WHEN_RULES
         applies(option, result, assessment)
 
 
 def test_docs_record_every_dose_text() -> None:
     docs = (PROJECT_ROOT / "docs" / "clinical-content.md").read_text(encoding="utf-8")
-    for option in load_card_content().options:
+    for option in load_card_content(KB).options:
         for dose in option.dosing:
             assert dose.text in docs, option.id
 
@@ -211,6 +212,6 @@ def test_malformed_content_fails_fast_naming_file_and_field(
 
 
 def test_the_shipped_content_loads() -> None:
-    content = load_card_content()
+    content = load_card_content(KB)
     assert {o.line for o in content.options} == {"supportive", "first", "second", "salvage", "caution"}
     assert all(o.citations for o in content.options)

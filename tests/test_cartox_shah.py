@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
+from cds_service.engine.instruments.registry import CARTOX, SHAH
 from tests.engine_helpers import criterion, lab, run, text_finding
 from tests.fhir_builders import crs, day, procedure
 
 
 def cartox(*resources: dict[str, Any], **kw: Any) -> Any:
-    return run(*resources, **kw).instruments.cartox
+    return CARTOX.result(run(*resources, **kw).instruments)
 
 
 @pytest.mark.parametrize(
@@ -116,13 +117,13 @@ def test_cartox_fulfilled_logic() -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [(100000, "not-met"), (100001, "met")])
 def test_shah_ferritin_over_100000(value: float, expected: str) -> None:
-    result = run(lab("ferritin", value, "ug/L", 10), at=day(12)).instruments.shah
+    result = SHAH.result(run(lab("ferritin", value, "ug/L", 10), at=day(12)).instruments)
     assert criterion(result.criteria, "ferritin").status == expected
     assert result.unverified
 
 
 def test_shah_counts_only_marrow_hemophagocytosis() -> None:
-    spleen = run(text_finding("Hemophagocytosis in spleen"), at=day(12)).instruments.shah
+    spleen = SHAH.result(run(text_finding("Hemophagocytosis in spleen"), at=day(12)).instruments)
     assert criterion(spleen.criteria, "hemophagocytosis").status == "unknown"
-    marrow = run(text_finding("Hemophagocytosis in bone marrow"), at=day(12)).instruments.shah
+    marrow = SHAH.result(run(text_finding("Hemophagocytosis in bone marrow"), at=day(12)).instruments)
     assert criterion(marrow.criteria, "hemophagocytosis").status == "met"

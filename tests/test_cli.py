@@ -75,7 +75,7 @@ def test_text_report(classic_file: Path, capsys: Any) -> None:
     code, out, _ = run_cli(capsys, "evaluate", str(classic_file), "--at", "2026-03-14T12:00:00Z")
     assert code == 0
     assert "ASTCT IEC-HS: met, grade 1" in out
-    assert "HScore:" in out and "HLH-2004:" in out and "CARTOX [strict]:" in out
+    assert "HScore:" in out and "HLH-2004:" in out and "CARTOX: [strict window]" in out
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from typing import Any
 from cds_service.engine import evaluate
 from cds_service.web.app import create_app
 from tests.cds_helpers import dev_config
+from tests.engine_helpers import KB
 from tests.fhir_builders import bundle, car_t, day, obs, patient
 
 
@@ -20,9 +21,9 @@ def nested_bundles(depth: int, inner: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_nested_bundles_are_read_up_to_a_bound_then_reported() -> None:
-    shallow = evaluate(nested_bundles(3, obs("2276-4", 900, "ng/mL", day(12))), at=day(13))
+    shallow = evaluate(nested_bundles(3, obs("2276-4", 900, "ng/mL", day(12))), at=day(13), knowledge=KB)
     assert len(shallow.labs["ferritin"]) == 1
-    deep = evaluate(nested_bundles(300, obs("2276-4", 900, "ng/mL", day(12))), at=day(13))
+    deep = evaluate(nested_bundles(300, obs("2276-4", 900, "ng/mL", day(12))), at=day(13), knowledge=KB)
     assert "ferritin" not in deep.labs
     assert any("nested too deeply" in issue.problem for issue in deep.data_quality.issues)
 

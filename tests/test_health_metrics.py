@@ -4,6 +4,7 @@ any label; and multiprocess aggregation across the workers of a real `cds-servic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.errors import DataFileError
 from cds_service.web import health
-from cds_service.web.state import get_state
+from cds_service.web.state import EXTENSION_KEY, get_state
 from tests.cds_helpers import car_t_patient, dev_config, full_prefetch, hook_body, unique
 from tests.loopback_http import Reply, Seen, closed_port_url, serving
 from tests.plugins.fhir_stack import free_port
@@ -116,16 +117,29 @@ def test_readyz_reports_mappings_and_card_content(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(get_state(app).knowledge, "analytes", {})
-
-    def broken() -> None:
-        raise DataFileError("/srv/cards/templates.yaml", "$.cards", "bad")
-
-    monkeypatch.setattr(health, "load_card_content", broken)
+    state = get_state(app)
+    empty = dataclasses.replace(state, cards=dataclasses.replace(state.cards, options=()))
+    monkeypatch.setitem(app.extensions, EXTENSION_KEY, empty)
     response = client.get("/readyz")
     assert response.status_code == 503
     checks = response.get_json()["checks"]
     assert checks["mappings"] == {"ok": False, "reason": "mappings not loaded"}
-    assert checks["cardContent"] == {"ok": False, "reason": "cardContent check failed (DataFileError)"}
+    assert checks["cardContent"] == {"ok": False, "reason": "card content not loaded"}
+
+
+def test_a_failing_readiness_check_names_no_file_path(
+    app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_state: object) -> None:
+        raise DataFileError("/srv/cards/templates.yaml", "$.cards", "bad")
+
+    monkeypatch.setitem(health.CHECKS, "cardContent", broken)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["cardContent"] == {
+        "ok": False,
+        "reason": "cardContent check failed (DataFileError)",
+    }
     assert "/srv/cards" not in response.text  # file paths go to the log, not to an unauthenticated probe
 
 

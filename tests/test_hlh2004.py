@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from tests.engine_helpers import criterion, finding, lab, run, text_finding
+from cds_service.engine.instruments.registry import HLH94, HLH2004
+from tests.engine_helpers import KB, criterion, finding, lab, run, text_finding
 from tests.fhir_builders import day, obs, patient
 
 SPLENOMEGALY = "16294009"
 
 
 def status(cid: str, *resources: dict[str, Any], **kw: Any) -> str:
-    return criterion(run(*resources, **kw).instruments.hlh2004.criteria, cid).status
+    return criterion(HLH2004.result(run(*resources, **kw).instruments).criteria, cid).status
 
 
 @pytest.mark.parametrize(
@@ -80,10 +81,10 @@ def test_tg_or_fibrinogen_unknown_when_one_is_missing_and_the_other_normal() -> 
 
 def test_non_fasting_triglycerides_are_flagged() -> None:
     result = run(lab("triglycerides", 300, "mg/dL"))
-    c = criterion(result.instruments.hlh2004.criteria, "triglycerides_or_fibrinogen")
+    c = criterion(HLH2004.result(result.instruments).criteria, "triglycerides_or_fibrinogen")
     assert any("not coded as fasting" in e.description for e in c.evidence)
     fasting = run(obs("3048-6", 300, "mg/dL", day(12)))
-    c2 = criterion(fasting.instruments.hlh2004.criteria, "triglycerides_or_fibrinogen")
+    c2 = criterion(HLH2004.result(fasting.instruments).criteria, "triglycerides_or_fibrinogen")
     assert c2.status == "met"
     assert not any("not coded as fasting" in e.description for e in c2.evidence)
 
@@ -121,10 +122,10 @@ def test_infant_hemoglobin_rule() -> None:
     from cds_service.engine import evaluate
     from tests.fhir_builders import bundle, car_t
 
-    result = evaluate(bundle(infant, car_t(), *resources), at=day(13))
-    assert criterion(result.instruments.hlh2004.criteria, "cytopenias").status == "met"
+    result = evaluate(bundle(infant, car_t(), *resources), at=day(13), knowledge=KB)
+    assert criterion(HLH2004.result(result.instruments).criteria, "cytopenias").status == "met"
     adult = run(*resources)
-    assert criterion(adult.instruments.hlh2004.criteria, "cytopenias").status == "not-met"
+    assert criterion(HLH2004.result(adult.instruments).criteria, "cytopenias").status == "not-met"
 
 
 def test_scd25_matched_by_text_and_threshold_inclusive() -> None:
@@ -136,7 +137,7 @@ def test_scd25_matched_by_text_and_threshold_inclusive() -> None:
     assert status("scd25", scd25(2400)) == "met"
     assert status("scd25", scd25(2399)) == "not-met"
     result = run(scd25(5000, "pg/mL"))  # no verified pg/mL -> U/mL factor: excluded and reported
-    assert criterion(result.instruments.hlh2004.criteria, "scd25").status == "unknown"
+    assert criterion(HLH2004.result(result.instruments).criteria, "scd25").status == "unknown"
     assert any("U/mL" in issue.problem for issue in result.data_quality.issues)
 
 
@@ -171,15 +172,15 @@ def _full(met: int, unknown: int) -> list[dict[str, Any]]:
     ],
 )
 def test_fulfilled_rule(met: int, unknown_extra: int, fulfilled: bool | None) -> None:
-    result = run(*_full(met, unknown_extra)).instruments.hlh2004
+    result = HLH2004.result(run(*_full(met, unknown_extra)).instruments)
     assert result.met_count == met
     assert result.unknown_count == 3 + unknown_extra
     assert result.fulfilled is fulfilled
 
 
 def test_hlh94_requires_all_five_and_is_flagged_unverified() -> None:
-    result = run(lab("temperature", 39.0, "Cel"), finding(SPLENOMEGALY, False)).instruments.hlh94
+    result = HLH94.result(run(lab("temperature", 39.0, "Cel"), finding(SPLENOMEGALY, False)).instruments)
     assert result.unverified
     assert result.fulfilled is False  # splenomegaly refuted: all-five rule cannot be met
-    undecided = run(lab("temperature", 39.0, "Cel")).instruments.hlh94
+    undecided = HLH94.result(run(lab("temperature", 39.0, "Cel")).instruments)
     assert undecided.fulfilled is None

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from cds_service.engine.instruments.hscore import band_label, probability
+from cds_service.engine.instruments.registry import HSCORE
 from cds_service.engine.knowledge import load_knowledge
 from tests.engine_helpers import criterion, finding, lab, run, text_finding
 
@@ -69,7 +70,7 @@ WORKED = [
 @pytest.mark.parametrize("row", WORKED, ids=[r[0] for r in WORKED])
 def test_worked_examples_reproduce(row: tuple[Any, ...]) -> None:
     _, immuno, organ, cyto, bm, temp, fer, tg, fib, ast, expected, band = row
-    result = run(*case(immuno, organ, cyto, bm, temp, fer, tg, fib, ast)).instruments.hscore
+    result = HSCORE.result(run(*case(immuno, organ, cyto, bm, temp, fer, tg, fib, ast)).instruments)
     assert result.score == expected
     assert result.score_min == result.score_max == expected  # every input known
     assert result.probability_band == band
@@ -126,7 +127,7 @@ def test_gdl2_bands(score: int, band: str) -> None:
 
 
 def _points(name: str, *resources: dict[str, Any]) -> int | None:
-    return criterion(run(*resources).instruments.hscore.criteria, name).points
+    return criterion(HSCORE.result(run(*resources).instruments).criteria, name).points
 
 
 @pytest.mark.parametrize(
@@ -229,7 +230,7 @@ def test_cytopenia_lineage_boundaries(name: str, value: float, unit: str, counts
 
 
 def test_unknowns_widen_the_range_and_do_not_change_the_score() -> None:
-    known = run(lab("ferritin", 7000, "ng/mL"), lab("temperature", 39.5, "Cel")).instruments.hscore
+    known = HSCORE.result(run(lab("ferritin", 7000, "ng/mL"), lab("temperature", 39.5, "Cel")).instruments)
     assert known.score == 50 + 49
     assert known.score_min == known.score
     # unknown: immuno 18, organomegaly 38, cytopenias 34, TG 64, fibrinogen 30, AST 19, BM 35

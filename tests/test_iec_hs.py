@@ -6,14 +6,15 @@ from typing import Any
 
 import pytest
 
-from tests.engine_helpers import criterion, lab, run
+from cds_service.engine.instruments.registry import HSCORE, IEC_HS
+from tests.engine_helpers import KB, criterion, lab, run
 from tests.fhir_builders import condition, crs, day, medication, patient, procedure
 
 RESOLVED_CRS = crs(2, day(1), day(5))
 
 
 def iec(*resources: dict[str, Any], **kw: Any) -> Any:
-    return run(*resources, **kw).instruments.iec_hs
+    return IEC_HS.result(run(*resources, **kw).instruments)
 
 
 def classic(**overrides: Any) -> list[dict[str, Any]]:
@@ -71,8 +72,8 @@ def test_ferritin_rapid_rise_definition(later: float, hours: float, expected: st
 
 def test_ferritin_missing_is_unknown_and_reported() -> None:
     result = run(RESOLVED_CRS, lab("fibrinogen", 100, "mg/dL", 12))
-    assert criterion(result.instruments.iec_hs.criteria, "ferritin").status == "unknown"
-    assert result.instruments.iec_hs.status == "indeterminate"
+    assert criterion(IEC_HS.result(result.instruments).criteria, "ferritin").status == "unknown"
+    assert IEC_HS.result(result.instruments).status == "indeterminate"
     assert "ferritin" in [m.analyte for m in result.missing_data]
     assert next(m for m in result.missing_data if m.analyte == "ferritin").loinc == "2276-4"
 
@@ -112,8 +113,10 @@ def test_grade_5_death() -> None:
     from tests.fhir_builders import bundle, car_t
 
     dead = patient(deceasedDateTime="2026-03-13T06:00:00Z")
-    result = evaluate(bundle(dead, car_t(), *classic(), medication(None, "ondansetron", day(12))), at=day(13))
-    assert result.instruments.iec_hs.grade == 5
+    result = evaluate(
+        bundle(dead, car_t(), *classic(), medication(None, "ondansetron", day(12))), at=day(13), knowledge=KB
+    )
+    assert IEC_HS.result(result.instruments).grade == 5
 
 
 def test_steroids_given_for_crs_before_onset_do_not_raise_the_grade() -> None:
@@ -219,8 +222,8 @@ def test_transaminases_over_5x_uln(alt: float, unit: str, uln: float, expected: 
 def test_no_therapy_is_not_applicable() -> None:
     result = run(lab("ferritin", 8000, "ng/mL", 12, high=300), therapy=False)
     assert not result.therapy.found
-    assert result.instruments.iec_hs.status == "not-applicable"
-    assert result.instruments.hscore.score >= 50  # HScore is still computed as context
+    assert IEC_HS.result(result.instruments).status == "not-applicable"
+    assert HSCORE.result(result.instruments).score >= 50  # HScore is still computed as context
 
 
 def test_therapy_found_by_procedure_and_day_post_infusion() -> None:

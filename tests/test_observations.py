@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 
 from cds_service.engine import EngineConfig, evaluate
+from cds_service.engine.instruments.registry import HLH2004
 from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.units import UnitError
-from tests.engine_helpers import AT, lab
+from tests.engine_helpers import AT, KB, lab
 from tests.fhir_builders import bundle, car_t, day, obs, patient
 
 
 def normalized(*resources: dict[str, Any]) -> Any:
-    return evaluate(bundle(patient(), car_t(), *resources), at=AT)
+    return evaluate(bundle(patient(), car_t(), *resources), at=AT, knowledge=KB)
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,7 @@ def test_comparator_is_kept_and_only_decides_when_its_bound_decides() -> None:
     )
     crp = result.labs["crp"][0]
     assert (crp.comparator, crp.value) == ("<", 0.5)
-    ferritin = next(c for c in result.instruments.hlh2004.criteria if c.id == "ferritin")
+    ferritin = next(c for c in HLH2004.result(result.instruments).criteria if c.id == "ferritin")
     assert ferritin.status == "met"  # >100000 is certainly >= 500
 
 
@@ -196,7 +197,7 @@ def test_future_data_is_ignored_when_at_is_now() -> None:
     from datetime import UTC, datetime, timedelta
 
     future = obs("2276-4", 99999, "ng/mL", datetime.now(UTC) + timedelta(days=2))
-    result = evaluate(bundle(patient(), car_t(), future))
+    result = evaluate(bundle(patient(), car_t(), future), knowledge=KB)
     assert "ferritin" not in result.labs
     assert any("future" in i.problem for i in result.data_quality.issues)
 
@@ -209,7 +210,7 @@ def test_prefetch_dict_with_null_and_operation_outcome() -> None:
         "medications": {"resourceType": "OperationOutcome", "issue": []},
         "therapy": bundle(car_t()),
     }
-    result = evaluate(prefetch, at=day(13))
+    result = evaluate(prefetch, at=day(13), knowledge=KB)
     assert result.therapy.found and len(result.labs["ferritin"]) == 1
     assert any("prefetch failed" in i.problem for i in result.data_quality.issues)
 
@@ -225,7 +226,7 @@ def test_garbage_entries_do_not_crash() -> None:
             {"resource": {"resourceType": "Observation", "code": "not-a-concept"}},
         ],
     }
-    result = evaluate(data, at=day(13))
+    result = evaluate(data, at=day(13), knowledge=KB)
     assert len(result.data_quality.issues) >= 4
 
 
@@ -234,7 +235,7 @@ def _ferritin_at(when: datetime, rid: str) -> dict[str, Any]:
 
 
 def _used_and_issues(data: dict[str, Any], at: datetime | None) -> tuple[list[str], list[tuple[str, str]]]:
-    result = evaluate(data, at=at)
+    result = evaluate(data, at=at, knowledge=KB)
     used = [lab.resource_id.removeprefix("Observation/") for lab in result.labs["ferritin"]]
     return used, [(i.resource, i.problem) for i in result.data_quality.issues]
 

@@ -7,6 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cds_service.engine.instruments.registry import HLH94, HLH2004, HSCORE
 from cds_service.engine.knowledge import load_knowledge
 from tests.engine_helpers import lab, run
 
@@ -49,7 +50,12 @@ def patient_with(values: dict[str, float]) -> list[dict[str, Any]]:
 def scores(values: dict[str, float]) -> tuple[int, int, int, int]:
     result = run(*patient_with(values))
     i = result.instruments
-    return i.hscore.score, i.hscore.score_max, i.hlh2004.met_count, i.hlh94.met_count
+    return (
+        HSCORE.result(i).score,
+        HSCORE.result(i).score_max,
+        HLH2004.result(i).met_count,
+        HLH94.result(i).met_count,
+    )
 
 
 @FAST
@@ -74,8 +80,10 @@ def test_a_more_abnormal_value_never_lowers_a_score_or_count(
 def test_unknowns_widen_the_range_and_never_change_the_score(
     base: dict[str, float], dropped: set[str]
 ) -> None:
-    full = run(*patient_with(base)).instruments.hscore
-    partial = run(*patient_with({k: v for k, v in base.items() if k not in dropped})).instruments.hscore
+    full = HSCORE.result(run(*patient_with(base)).instruments)
+    partial = HSCORE.result(
+        run(*patient_with({k: v for k, v in base.items() if k not in dropped})).instruments
+    )
     assert partial.score_min <= full.score <= partial.score_max
     assert partial.score == partial.score_min
     assert full.score_max - full.score <= partial.score_max - partial.score  # never narrower

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from cds_service.engine import evaluate
+from cds_service.engine.instruments.registry import HLH2004, HSCORE, IEC_HS
 from cds_service.engine.serialize import to_jsonable
+from tests.engine_helpers import KB
 
 SCENARIOS = Path(__file__).parent.parent / "fixtures" / "scenarios"
 EXPECTED = sorted(SCENARIOS.glob("*.expected.json"))
@@ -67,7 +69,7 @@ def test_scenario_outcome(expected_file: Path) -> None:
     spec = json.loads(expected_file.read_text())
     bundle = json.loads((SCENARIOS / spec["bundle"]).read_text())
     at = datetime.fromisoformat(spec["at"])
-    document = to_jsonable(evaluate(bundle, at=at))
+    document = to_jsonable(evaluate(bundle, at=at, knowledge=KB))
     for key, expected in spec["expect"].items():
         check(document, key, expected)
 
@@ -75,7 +77,7 @@ def test_scenario_outcome(expected_file: Path) -> None:
 def test_messy_data_problems_are_reported_not_used() -> None:
     spec = json.loads((SCENARIOS / "messy-data.expected.json").read_text())
     bundle = json.loads((SCENARIOS / "messy-data.json").read_text())
-    result = evaluate(bundle, at=datetime.fromisoformat(spec["at"]))
+    result = evaluate(bundle, at=datetime.fromisoformat(spec["at"]), knowledge=KB)
     problems = " | ".join(issue.problem for issue in result.data_quality.issues)
     for fragment in ("entered-in-error", "cancelled", "duplicate", "mg/furlong"):
         assert fragment in problems
@@ -86,14 +88,16 @@ def test_si_units_scenario_matches_the_conventional_one() -> None:
     def key_values(name: str) -> dict[str, Any]:
         spec = json.loads((SCENARIOS / f"{name}.expected.json").read_text())
         result = evaluate(
-            json.loads((SCENARIOS / f"{name}.json").read_text()), at=datetime.fromisoformat(spec["at"])
+            json.loads((SCENARIOS / f"{name}.json").read_text()),
+            at=datetime.fromisoformat(spec["at"]),
+            knowledge=KB,
         )
         i = result.instruments
         return {
-            "status": i.iec_hs.status,
-            "grade": i.iec_hs.grade,
-            "hscore": i.hscore.score,
-            "hlh2004": (i.hlh2004.met_count, i.hlh2004.unknown_count),
+            "status": IEC_HS.result(i).status,
+            "grade": IEC_HS.result(i).grade,
+            "hscore": HSCORE.result(i).score,
+            "hlh2004": (HLH2004.result(i).met_count, HLH2004.result(i).unknown_count),
         }
 
     assert key_values("si-units") == key_values("classic-iec-hs")

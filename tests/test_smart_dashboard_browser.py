@@ -65,7 +65,7 @@ def test_ehr_launch_shows_status_grade_banner_and_charts(
     expect(page.locator("#patient-banner")).to_contain_text(patient_name(fhir_stack))
     expect(page.locator("#day-post-infusion")).to_have_text("day 13")
     expect(page.locator("#evaluation-instant")).to_contain_text("2026-03-15 20:00 UTC")
-    expect(page.locator("#hscore")).to_have_text("210")
+    expect(page.locator("#hscore-line")).to_contain_text("HScore: 210 ")
     for chart in (*CHARTS, "temperature"):
         expect(page.locator(f"svg#chart-{chart}")).to_be_visible()
     ferritin = page.locator("svg#chart-ferritin")

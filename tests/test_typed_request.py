@@ -28,6 +28,7 @@ from cds_service.hooks import typed_request
 from cds_service.hooks.validation import SCHEMA_DIR
 from scripts.fhir_elements import build
 from tests.cds_helpers import dev_config, full_prefetch
+from tests.engine_helpers import KB
 from tests.fuzz_strategies import LOINC_CODES, UNITS, dates, mutated, observations, patient_data
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +71,9 @@ def same_evaluation(prefetch: dict[str, Any]) -> bool | None:
     if typed is None:
         return None
     plain = orjson.loads(body)["prefetch"]
-    return to_json_bytes(evaluate(typed["prefetch"], at=AT)) == to_json_bytes(evaluate(plain, at=AT))
+    return to_json_bytes(evaluate(typed["prefetch"], at=AT, knowledge=KB)) == to_json_bytes(
+        evaluate(plain, at=AT, knowledge=KB)
+    )
 
 
 # ---------------------------------------------------------------------------------- structure

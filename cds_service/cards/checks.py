@@ -45,7 +45,6 @@ def check_templates(path: Path, doc: dict[str, Any], kb: Knowledge, medications:
     _placeholders(path, "$.source.topic.system", doc["source"]["topic"]["system"], vocab.URL_PLACEHOLDERS)
     _placeholders(path, "$.override_reason_system", doc["override_reason_system"], vocab.URL_PLACEHOLDERS)
     _known(path, "$.product_short_names", doc["product_short_names"], kb.products, "product id")
-    _known(path, "$.instrument_names", doc["instrument_names"], vocab.INSTRUMENT_KEYS, "instrument")
     _known(path, "$.drug_names", doc["drug_names"], medications, "drug class")
     iec_criteria = {"ferritin", *kb.criteria["iec_hs"]["most_common"]}
     _known(path, "$.concerning_criteria", doc["concerning_criteria"], iec_criteria, "IEC-HS criterion")

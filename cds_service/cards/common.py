@@ -11,6 +11,7 @@ from cds_service.cards.content import CardContent, CardTemplate
 from cds_service.cards.invariants import MAX_SUMMARY, CardInvariantError
 from cds_service.cards.markdown import Citer, md
 from cds_service.cards.templating import fill
+from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
 
@@ -56,7 +57,7 @@ class Env:
 
 
 def grade_phrase(env: Env, result: EvaluationResult) -> str:
-    iec = result.instruments.iec_hs
+    iec = IEC_HS.result(result.instruments)
     if iec.grade is None:
         return env.label("grade_unknown")
     return env.label("grade_minimum" if iec.grade_is_minimum else "grade", grade=str(iec.grade))

@@ -16,7 +16,7 @@ from typing import Any
 
 from cds_service.cards import checks
 from cds_service.datafiles import cards_dir, load_validated
-from cds_service.engine.knowledge import Knowledge, load_knowledge
+from cds_service.engine.knowledge import Knowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,6 @@ class CardContent:
     source: Mapping[str, Any]
     override_reason_system: str
     product_short_names: Mapping[str, str]
-    instrument_names: Mapping[str, str]
     drug_names: Mapping[str, str]
     concerning_criteria: Mapping[str, str]
     labels: Mapping[str, str]
@@ -162,7 +161,6 @@ def build_content(directory: Path, kb: Knowledge) -> CardContent:
         source=_frozen(templates["source"]),
         override_reason_system=templates["override_reason_system"],
         product_short_names=_frozen(templates["product_short_names"]),
-        instrument_names=_frozen(templates["instrument_names"]),
         drug_names=_frozen(templates["drug_names"]),
         concerning_criteria=_frozen(templates["concerning_criteria"]),
         labels=_frozen(templates["labels"]),
@@ -183,6 +181,7 @@ def build_content(directory: Path, kb: Knowledge) -> CardContent:
 
 
 @cache
-def load_card_content(directory: Path | None = None) -> CardContent:
-    """The validated card content (cached per directory; override the location with CDS_CARDS_DIR)."""
-    return build_content(directory or cards_dir(), load_knowledge())
+def load_card_content(kb: Knowledge, directory: Path | None = None) -> CardContent:
+    """The validated card content for knowledge base `kb` (cached per knowledge base and directory;
+    override the location with CDS_CARDS_DIR)."""
+    return build_content(directory or cards_dir(), kb)

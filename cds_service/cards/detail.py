@@ -8,13 +8,8 @@ from __future__ import annotations
 from cds_service.cards.common import CardContext, Env, crs_word, grade_phrase, product_name
 from cds_service.cards.content import CardTemplate
 from cds_service.cards.markdown import bullets, heading, md, table
-from cds_service.engine.model import (
-    CountResult,
-    CriterionResult,
-    EvaluationResult,
-    Evidence,
-    FerritinOrganResult,
-)
+from cds_service.engine.instruments.registry import IEC_HS, REGISTRY, title_of
+from cds_service.engine.model import CriterionResult, EvaluationResult, Evidence
 
 MAX_EVIDENCE = 2  # per criterion cell: the most recent facts are what a reader checks first
 MAX_ISSUES = 5
@@ -36,7 +31,7 @@ def _finding(env: Env, criterion: CriterionResult) -> str:
 
 
 def status_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    iec = result.instruments.iec_hs
+    iec = IEC_HS.result(result.instruments)
     therapy = result.therapy
     headline = f"ASTCT IEC-HS: {env.label(iec.status)}"
     if iec.status == "met":
@@ -55,49 +50,18 @@ def status_section(env: Env, template: CardTemplate, result: EvaluationResult) -
     ]
 
 
-def _count_row(env: Env, name: str, result: CountResult) -> tuple[str, str, str]:
-    verdict = {True: "fulfilled", False: "not_fulfilled", None: "undecided"}[result.fulfilled]
-    flag = " UNVERIFIED operationalisation." if result.unverified else ""
-    return (
-        f"{md(name)} {env.cite([result.citation])}",
-        md(f"{result.met_count}/{result.total} met, {result.unknown_count} unknown"),
-        md(f"needs {result.required}: {env.label(verdict)}.{flag}"),
-    )
-
-
-def _organ_row(env: Env, name: str, result: FerritinOrganResult) -> tuple[str, str, str]:
-    verdict = {True: "fulfilled", False: "not_fulfilled", None: "undecided"}[result.fulfilled]
-    mode = f" ({result.mode} mode)" if result.mode else ""
-    flag = " UNVERIFIED." if result.unverified else ""
-    organs = f"ferritin + {result.organ_met_count}/{result.required_organ_count} organ criteria met"
-    return (
-        f"{md(name + mode)} {env.cite([result.citation])}",
-        md(f"{organs}, {result.organ_unknown_count} unknown"),
-        md(f"{env.label(verdict)}.{flag}"),
-    )
-
-
 def instruments_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    i = result.instruments
-    h = i.hscore
-    side = "at or above" if h.score >= h.cutoff else "below"
-    grade = f", {grade_phrase(env, result)}" if i.iec_hs.status == "met" else ""
-    rows = [
-        (
-            f"ASTCT IEC-HS {env.cite([i.iec_hs.citation])}",
-            md(env.label(i.iec_hs.status) + grade),
-            md("grading UNVERIFIED" if i.iec_hs.grading_unverified else ""),
-        ),
-        (
-            f"HScore {env.cite([h.citation])}",
-            md(f"{h.score} (range {h.score_min}–{h.score_max} with unknowns)"),
-            md(f"probability {h.probability_band} (Fardet table); {side} the cut-off {h.cutoff}"),
-        ),
-        _count_row(env, "HLH-2004", i.hlh2004),
-        _count_row(env, "HLH-94", i.hlh94),
-        _organ_row(env, "CARTOX", i.cartox),
-        _organ_row(env, "Shah 2020", i.shah),
-    ]
+    """One row per registered instrument: its name (cited), its one-line result, UNVERIFIED if so."""
+    rows = []
+    for instrument in REGISTRY:
+        note = instrument.unverified_note(env.kb, result.instruments)
+        rows.append(
+            (
+                f"{md(instrument.title(env.kb))} {env.cite([result.instruments[instrument.id].citation])}",
+                md(instrument.line(result.instruments)),
+                md("UNVERIFIED" if note else ""),
+            )
+        )
     return [
         heading(template.headings["instruments"]),
         *table(("Instrument", "Result", "Reading"), rows),
@@ -114,7 +78,7 @@ def criteria_section(env: Env, template: CardTemplate, result: EvaluationResult)
             _finding(env, c),
             md(env.label(c.status)),
         )
-        for c in result.instruments.iec_hs.criteria
+        for c in IEC_HS.result(result.instruments).criteria
     ]
     return [
         heading(template.headings["criteria"]),
@@ -123,7 +87,7 @@ def criteria_section(env: Env, template: CardTemplate, result: EvaluationResult)
 
 
 def grade_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    iec = result.instruments.iec_hs
+    iec = IEC_HS.result(result.instruments)
     if iec.status != "met":
         return []
     line = md(grade_phrase(env, result) + (f": {iec.grade_label}" if iec.grade_label else ""))
@@ -136,9 +100,8 @@ def grade_section(env: Env, template: CardTemplate, result: EvaluationResult) ->
 
 
 def _missing_lines(env: Env, result: EvaluationResult) -> list[str]:
-    names = env.content.instrument_names
     return [
-        md(f"No {m.display} in the window (needed by {', '.join(names.get(n, n) for n in m.needed_by)}).")
+        md(f"No {m.display} in the window (needed by {', '.join(title_of(env.kb, n) for n in m.needed_by)}).")
         for m in result.missing_data
     ]
 
@@ -157,5 +120,5 @@ def gaps_section(env: Env, template: CardTemplate, result: EvaluationResult, ctx
     items = [md(gap) for gap in ctx.data_gaps]
     items += _missing_lines(env, result) + _quality_lines(result)
     items += [md(f"UNVERIFIED in this evaluation: {item}") for item in result.unverified]
-    items.append(env.statement("alternatives", alternatives=result.instruments.iec_hs.alternatives))
+    items.append(env.statement("alternatives", alternatives=IEC_HS.result(result.instruments).alternatives))
     return [heading(template.headings["gaps"]), *bullets(items)]

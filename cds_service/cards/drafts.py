@@ -16,6 +16,7 @@ from typing import Any
 from cds_service.cards.content import CardContent, Dose, Option
 from cds_service.cards.dosing import Body, dose_line
 from cds_service.engine.catalog import LOINC, RXNORM
+from cds_service.engine.instruments.registry import title_of
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
 
@@ -32,8 +33,8 @@ class LabGap:
     reason: str
 
 
-def _needed_by(content: CardContent, names: Iterable[str]) -> str:
-    return ", ".join(content.instrument_names.get(name, name) for name in names)
+def _needed_by(kb: Knowledge, names: Iterable[str]) -> str:
+    return ", ".join(title_of(kb, name) for name in names)
 
 
 def _loinc_display(kb: Knowledge, analyte: str, code: str) -> str:
@@ -52,9 +53,7 @@ def labs_to_order(
     for analyte, daily in content.orderable_labs.items():
         last = latest.get(analyte)
         if analyte in missing and (last is None or last.time < result.window_start):
-            reason = (
-                f"not in the evaluation window; needed by {_needed_by(content, missing[analyte].needed_by)}"
-            )
+            reason = f"not in the evaluation window; needed by {_needed_by(kb, missing[analyte].needed_by)}"
         elif monitoring and daily and (last is None or result.at - last.time > DAILY):
             reason = "daily monitoring (Hines 2023 Table 4): no result in the last 24 h"
         else:

@@ -25,6 +25,7 @@ from cds_service.cards.rules import is_high_grade
 from cds_service.cards.templating import fill
 from cds_service.cards.treatment import option_lines
 from cds_service.engine.events import drug_class
+from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
 
@@ -75,7 +76,7 @@ def classify_drafts(kb: Knowledge, draft_orders: Any, selections: list[str] | No
 
 def il6_concern(result: EvaluationResult) -> bool:
     """IEC-HS met or approaching (indeterminate, required ferritin criterion met) and CRS not active."""
-    iec = result.instruments.iec_hs
+    iec = IEC_HS.result(result.instruments)
     ferritin = any(c.id == "ferritin" and c.status == "met" for c in iec.criteria)
     approaching = iec.status == "met" or (iec.status == "indeterminate" and ferritin)
     return approaching and result.crs_status != "active"
@@ -103,7 +104,7 @@ def _sources(env: Env, title: str) -> list[str]:
 
 
 def _status_line(env: Env, result: EvaluationResult) -> str:
-    iec = result.instruments.iec_hs
+    iec = IEC_HS.result(result.instruments)
     grade = f", {grade_phrase(env, result)}" if iec.status == "met" else ""
     text = f"ASTCT IEC-HS: {env.label(iec.status)}{grade}; {timing(env, result, short=False)}"
     return f"{md(text + '; CRS: ' + crs_word(env, result) + '.')} {env.cite([iec.citation])}"
@@ -139,7 +140,7 @@ def _replace_suggestion(
 
 def _il6_detail(env: Env, result: EvaluationResult, drug: str) -> str:
     template = env.content.cards["il6_order"]
-    status = env.label(result.instruments.iec_hs.status)
+    status = env.label(IEC_HS.result(result.instruments).status)
     caveat = env.content.option("tocilizumab_caveat")
     anakinra = env.content.option(REPLACEMENT)
     lines = [
@@ -166,7 +167,7 @@ def il6_card(
     """Warning: IL-6 blockade drafted for a patient meeting or approaching IEC-HS without active CRS."""
     template = env.content.cards["il6_order"]
     drug = env.content.drug_names[drafts[0].drug_class]
-    key = "met" if result.instruments.iec_hs.status == "met" else "approaching"
+    key = "met" if IEC_HS.result(result.instruments).status == "met" else "approaching"
     detail = _il6_detail(env, result, drug)
     card = shell(env, ctx, template, summary(template, key, {"drug": drug}), "warning", detail)
     replace = _replace_suggestion(env, result, drafts, ctx, anakinra_drafted=anakinra_drafted)
@@ -180,7 +181,9 @@ def _iec_detail(env: Env, result: EvaluationResult, classes: set[str], gaps: tup
     template = env.content.cards["iec_order"]
     body = body_of(result)
     lines = [heading(template.headings["status"]), _status_line(env, result), ""]
-    lines += bullets(md(f"Grade basis: {fact.description}") for fact in result.instruments.iec_hs.grade_basis)
+    lines += bullets(
+        md(f"Grade basis: {fact.description}") for fact in IEC_HS.result(result.instruments).grade_basis
+    )
     lines += ["", heading(template.headings["dosing"])]
     for option in (o for o in env.content.options if o.drug_class in classes and o.line != "supportive"):
         lines += option_lines(env, option, result, body, env.label("line_" + option.line))
@@ -194,7 +197,9 @@ def iec_card(env: Env, result: EvaluationResult, drafts: list[Draft], ctx: CardC
     """Info (critical at high grade): the current IEC-HS status and grade, dose ranges, missing labs."""
     template = env.content.cards["iec_order"]
     drug = env.content.drug_names[drafts[0].drug_class]
-    key = {"met": "met", "indeterminate": "indeterminate"}.get(result.instruments.iec_hs.status, "not_met")
+    key = {"met": "met", "indeterminate": "indeterminate"}.get(
+        IEC_HS.result(result.instruments).status, "not_met"
+    )
     values = {"drug": drug, "grade": grade_phrase(env, result), "timing": timing(env, result)}
     gaps = labs_to_order(result, env.content, env.kb, monitoring=True)
     detail = _iec_detail(env, result, {d.drug_class for d in drafts}, gaps)

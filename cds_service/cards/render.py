@@ -4,8 +4,9 @@ Public API (re-exported by cds_service.cards):
 
 * ``CardContext`` -- request facts the engine result does not carry (service id, hook, base URL, SMART launch
   URL, data gaps, uuid factory, FHIR server, patient id).
-* ``render_patient_view(result, ctx, *, emit_negative=False)`` -- at most one IEC-HS card.
-* ``render_order_hook(result, draft_orders, selections, ctx)`` -- IL-6 warning and/or IEC-HS-directed info.
+* ``render_patient_view(result, ctx, *, content, knowledge, emit_negative=False)`` -- at most one IEC-HS card.
+* ``render_order_hook(result, draft_orders, selections, ctx, *, content, knowledge)`` -- IL-6 warning
+  and/or IEC-HS-directed info.
 
 Every card is checked by :func:`cds_service.cards.invariants.check_card` before it is returned, and is
 deterministic for a given input apart from the uuids drawn from ``ctx.uuid_factory``.
@@ -17,7 +18,7 @@ from typing import Any
 
 from cds_service.cards import orders
 from cds_service.cards.common import CardContext, Env, grade_phrase, links, shell, summary, timing
-from cds_service.cards.content import CardContent, CardTemplate, load_card_content
+from cds_service.cards.content import CardContent, CardTemplate
 from cds_service.cards.detail import (
     criteria_section,
     gaps_section,
@@ -31,24 +32,25 @@ from cds_service.cards.invariants import check_card
 from cds_service.cards.markdown import heading
 from cds_service.cards.rules import Assessment, assess
 from cds_service.cards.treatment import medication_suggestions, supportive_section, treatment_section
-from cds_service.engine.knowledge import Knowledge, load_knowledge
+from cds_service.engine.instruments.registry import HSCORE, IEC_HS
+from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
 
 __all__ = ["CardContext", "render_order_hook", "render_patient_view"]
 
 
 def _summary_key(result: EvaluationResult, assessment: Assessment) -> str:
-    status = result.instruments.iec_hs.status
+    status = IEC_HS.result(result.instruments).status
     if status == "met":
         return "met"
     if status == "indeterminate":
         return "indeterminate_concerning" if assessment.concerning else "indeterminate"
-    hscore = result.instruments.hscore
+    hscore = HSCORE.result(result.instruments)
     return "not_met_hscore" if hscore.score >= hscore.cutoff else "not_met"
 
 
 def _summary(env: Env, template: CardTemplate, result: EvaluationResult, assessment: Assessment) -> str:
-    hscore = result.instruments.hscore
+    hscore = HSCORE.result(result.instruments)
     values = {
         "grade": grade_phrase(env, result),
         "timing": timing(env, result),
@@ -82,7 +84,7 @@ def _suggestions(
     out = medication_suggestions(
         env, template, result, assessment, body_of(result), ctx.patient_id, ctx.uuid_factory
     )
-    met = result.instruments.iec_hs.status == "met"
+    met = IEC_HS.result(result.instruments).status == "met"
     gaps = labs_to_order(result, env.content, env.kb, monitoring=met)
     lab = orders.lab_suggestion(env, template.suggestions["labs"], gaps, ctx)
     return [*out, lab] if lab else out
@@ -92,15 +94,15 @@ def render_patient_view(
     result: EvaluationResult,
     ctx: CardContext,
     *,
+    content: CardContent,
+    knowledge: Knowledge,
     emit_negative: bool = False,
-    content: CardContent | None = None,
-    knowledge: Knowledge | None = None,
 ) -> list[dict[str, Any]]:
     """One IEC-HS card for a patient with IEC therapy on record; none for a negative screen unless
     `emit_negative` (then an `info` card), none without IEC therapy."""
     if not result.therapy.found:
         return []
-    env = Env(content or load_card_content(), knowledge or load_knowledge())
+    env = Env(content, knowledge)
     assessment = assess(result, env.content)
     if assessment.negative and not emit_negative:
         return []
@@ -127,14 +129,13 @@ def render_order_hook(
     selections: list[str] | None,
     ctx: CardContext,
     *,
-    content: CardContent | None = None,
-    knowledge: Knowledge | None = None,
+    content: CardContent,
+    knowledge: Knowledge,
 ) -> list[dict[str, Any]]:
     """Cards for order-select (`selections` given: only those drafts) and order-sign (`selections` None)."""
     if not result.therapy.found:
         return []
-    content = content or load_card_content()
-    kb = knowledge or load_knowledge()
+    kb = knowledge
     drafts = orders.classify_drafts(kb, draft_orders, selections)
     cards: list[dict[str, Any]] = []
     il6 = [d for d in drafts if d.role == "il6_directed"]

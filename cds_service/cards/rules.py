@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from cds_service.cards.content import CardContent, Option
+from cds_service.engine.instruments.registry import HSCORE, IEC_HS
 from cds_service.engine.model import DrugEvent, EvaluationResult
 
 Indicator = Literal["info", "warning", "critical"]
@@ -44,12 +45,12 @@ class Assessment:
 
 
 def concerning_met(result: EvaluationResult, content: CardContent) -> tuple[str, ...]:
-    met = {c.id for c in result.instruments.iec_hs.criteria if c.status == "met"}
+    met = {c.id for c in IEC_HS.result(result.instruments).criteria if c.status == "met"}
     return tuple(cid for cid in content.concerning_criteria if cid in met)
 
 
 def _episode_start(result: EvaluationResult) -> datetime | None:
-    return result.instruments.iec_hs.onset or result.therapy.infusion_time
+    return IEC_HS.result(result.instruments).onset or result.therapy.infusion_time
 
 
 def episode_administrations(result: EvaluationResult) -> list[DrugEvent]:
@@ -65,15 +66,15 @@ def episode_administrations(result: EvaluationResult) -> list[DrugEvent]:
 
 
 def is_high_grade(result: EvaluationResult, content: CardContent) -> bool:
-    grade = result.instruments.iec_hs.grade
+    grade = IEC_HS.result(result.instruments).grade
     return grade is not None and grade >= content.high_grade
 
 
 def _indicator_rules(
     result: EvaluationResult, content: CardContent, concerning: tuple[str, ...]
 ) -> dict[str, Callable[[], bool]]:
-    iec = result.instruments.iec_hs
-    hscore = result.instruments.hscore
+    iec = IEC_HS.result(result.instruments)
+    hscore = HSCORE.result(result.instruments)
     return {
         "iec_hs_met": lambda: iec.status == "met",
         "high_grade": lambda: is_high_grade(result, content),
@@ -96,10 +97,11 @@ def assess(result: EvaluationResult, content: CardContent) -> Assessment:
     events = episode_administrations(result)
     first = [e for e in events if e.drug_class in FIRST_LINE_CLASSES]
     start = first[0].time if first else None
-    still_met = result.instruments.iec_hs.status == "met"
+    still_met = IEC_HS.result(result.instruments).status == "met"
     return Assessment(
         indicator=level,
-        negative=result.instruments.iec_hs.status in {"not-met", "not-applicable"} and level == "info",
+        negative=IEC_HS.result(result.instruments).status in {"not-met", "not-applicable"}
+        and level == "info",
         concerning=concerning_met(result, content),
         first_line_start=start,
         given=frozenset(e.drug_class for e in events),
@@ -110,8 +112,10 @@ def assess(result: EvaluationResult, content: CardContent) -> Assessment:
 
 def applies(option: Option, result: EvaluationResult, assessment: Assessment) -> bool:
     """Whether `option` applies now (its `when` rule)."""
-    met = result.instruments.iec_hs.status == "met"
-    neuro = any(c.id == "neurotoxicity" and c.status == "met" for c in result.instruments.iec_hs.criteria)
+    met = IEC_HS.result(result.instruments).status == "met"
+    neuro = any(
+        c.id == "neurotoxicity" and c.status == "met" for c in IEC_HS.result(result.instruments).criteria
+    )
     checks: dict[str, bool] = {
         "always": True,
         "iec_hs_met": met,

@@ -12,6 +12,7 @@ from cds_service.cards.drafts import create_action, medication_request, suggesti
 from cds_service.cards.markdown import bullets, heading, md
 from cds_service.cards.rules import SECOND_LINE_AFTER, Assessment, applies
 from cds_service.cards.templating import fill
+from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.model import EvaluationResult
 
 LINES = ("first", "second", "salvage", "caution")
@@ -23,7 +24,7 @@ GROUPS = ("monitoring", "cytopenias", "coagulopathy")
 def _marker(env: Env, option: Option, result: EvaluationResult, assessment: Assessment) -> str:
     if option.line == "caution":
         return ""  # a caution is not "indicated": it always stands
-    if result.instruments.iec_hs.status != "met":
+    if IEC_HS.result(result.instruments).status != "met":
         return env.label("if_confirmed")
     return env.label("applies_now" if applies(option, result, assessment) else "not_now")
 
@@ -67,7 +68,7 @@ def _body_notes(env: Env, options: list[Option], body: Body) -> list[str]:
 
 def shown_lines(result: EvaluationResult) -> tuple[str, ...]:
     """All lines once IEC-HS is met; otherwise first line (if confirmed) and the cautions only."""
-    return LINES if result.instruments.iec_hs.status == "met" else ("first", "caution")
+    return LINES if IEC_HS.result(result.instruments).status == "met" else ("first", "caution")
 
 
 def treatment_section(

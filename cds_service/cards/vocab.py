@@ -15,9 +15,6 @@ WHEN_RULES = frozenset(
     {"always", "iec_hs_met", "standard_corticosteroids", "high_grade_or_refractory", "refractory", "salvage"}
 )
 
-# Engine instrument keys as used in MissingData.needed_by.
-INSTRUMENT_KEYS = frozenset({"iecHs", "hscore", "hlh2004", "hlh94", "cartox", "shah"})
-
 # Keys each card template must define, by section.
 CARD_KEYS: dict[str, dict[str, frozenset[str]]] = {
     "patient_view": {

@@ -11,13 +11,9 @@ from cds_service import __version__
 from cds_service.engine.config import EngineConfig
 from cds_service.engine.context import Context
 from cds_service.engine.events import drug_events, findings_from_conditions, procedure_events
-from cds_service.engine.instruments.ferritin_organ import evaluate_cartox, evaluate_shah
-from cds_service.engine.instruments.hlh2004 import evaluate_hlh94, evaluate_hlh2004
-from cds_service.engine.instruments.hscore import evaluate_hscore
-from cds_service.engine.instruments.iec_hs import evaluate_iec_hs
-from cds_service.engine.knowledge import Knowledge, load_knowledge
+from cds_service.engine.instruments.registry import REGISTRY, evaluate_all
+from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import (
-    CriterionResult,
     DataIssue,
     DataQuality,
     EvaluationResult,
@@ -66,16 +62,18 @@ def _drop_future(
 
 def evaluate(
     data: Any,
+    *,
+    knowledge: Knowledge,
     at: datetime | None = None,
     config: EngineConfig | None = None,
-    knowledge: Knowledge | None = None,
 ) -> EvaluationResult:
-    """Evaluate every instrument for the one patient in `data` at instant `at` (default: now).
+    """Evaluate every registered instrument for the one patient in `data` at instant `at` (default: now).
 
     `data` is a FHIR Bundle (any type), a resource, a list of resources, or a CDS Hooks prefetch dict.
-    Raises InputError if it is none of these.
+    `knowledge` is the caller's (the app's, the CLI's): there is no module-level default, so a site's own
+    mappings are used on every path. Raises InputError if `data` is none of the above.
     """
-    kb = knowledge or load_knowledge()
+    kb = knowledge
     config = config or EngineConfig.from_knowledge(kb)
     explicit_at = at is not None
     at = (at or datetime.now(UTC)).astimezone(UTC)
@@ -104,14 +102,7 @@ def evaluate(
         patient=patient_info(resources.by_type.get("Patient", []), labs, at),
         supplied_types=frozenset(t for t, items in resources.by_type.items() if items),
     )
-    instruments = Instruments(
-        hscore=evaluate_hscore(ctx),
-        hlh2004=evaluate_hlh2004(ctx),
-        hlh94=evaluate_hlh94(ctx),
-        cartox=evaluate_cartox(ctx),
-        shah=evaluate_shah(ctx),
-        iec_hs=evaluate_iec_hs(ctx),
-    )
+    instruments = evaluate_all(ctx)
     return EvaluationResult(
         engine_version=__version__,
         at=at,
@@ -136,35 +127,18 @@ def evaluate(
     )
 
 
-def _criteria(instruments: Instruments) -> list[tuple[str, CriterionResult]]:
-    found: list[tuple[str, CriterionResult]] = []
-    for name in ("iec_hs", "hscore", "hlh2004", "hlh94", "cartox", "shah"):
-        result = getattr(instruments, name)
-        found += [(name, c) for c in result.criteria]
-    return found
-
-
-INSTRUMENT_IDS = {
-    "iec_hs": "iecHs",
-    "hscore": "hscore",
-    "hlh2004": "hlh2004",
-    "hlh94": "hlh94",
-    "cartox": "cartox",
-    "shah": "shah",
-}
-
-
 def missing_data(kb: Knowledge, instruments: Instruments) -> tuple[MissingData, ...]:
     """Analytes whose absence leaves a criterion undecided, with the LOINC code to order them by."""
     needed: dict[str, list[str]] = {}
-    for name, criterion in _criteria(instruments):
-        if criterion.status != "unknown":
-            continue
-        for item in criterion.missing:
-            if item in kb.analytes:
-                users = needed.setdefault(item, [])
-                if INSTRUMENT_IDS[name] not in users:
-                    users.append(INSTRUMENT_IDS[name])
+    for instrument in REGISTRY:
+        for criterion in instruments[instrument.id].criteria:
+            if criterion.status != "unknown":
+                continue
+            for item in criterion.missing:
+                if item in kb.analytes:
+                    users = needed.setdefault(item, [])
+                    if instrument.key not in users:
+                        users.append(instrument.key)
     order = list(kb.analytes)
     return tuple(
         MissingData(analyte, kb.display(analyte), kb.first_loinc(analyte), tuple(users))
@@ -173,14 +147,9 @@ def missing_data(kb: Knowledge, instruments: Instruments) -> tuple[MissingData, 
 
 
 def unverified_items(kb: Knowledge, instruments: Instruments) -> tuple[str, ...]:
-    items = []
-    if instruments.iec_hs.grading_unverified:
-        items.append("IEC-HS severity grading (Hines 2023) not checked against the published table")
-    if instruments.hlh94.unverified:
-        items.append("HLH-94 thresholds and all-five rule (review lists features only)")
-    if instruments.shah.unverified:
-        items.append("Shah 2020 criteria as described by the review (original not checked)")
-    if instruments.cartox.unverified:
-        items.append("CARTOX organ-toxicity wording")
-    items.append("Pulmonary edema grade >= 3 proxies (SpO2 < 88% with O2 support, ventilation)")
+    """What this evaluation rests on that is UNVERIFIED, one line each (texts from the data files)."""
+    items = [note for i in REGISTRY if (note := i.unverified_note(kb, instruments)) is not None]
+    pulmonary = kb.ctcae["pulmonary"]  # the organ-toxicity proxies every evaluation uses
+    spo2 = kb.threshold("spo2", pulmonary["spo2"]).describe()
+    items.append(str(pulmonary["unverified_note"]).format(spo2=spo2))
     return tuple(items)

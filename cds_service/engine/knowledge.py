@@ -31,7 +31,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
 }
 SYMBOLS = {"<": "<", "<=": "≤", ">": ">", ">=": "≥"}
-CRITERIA_FILES = ("hscore", "hlh2004", "hlh94", "cartox", "shah", "iec_hs")
+NOT_INSTRUMENTS = frozenset({"ctcae"})  # criteria/ files that are not an instrument's criteria
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,9 @@ def _matcher(patterns: list[str], literal: bool = False) -> TextMatcher:
     return TextMatcher(tuple(re.compile(re.escape(p) if literal else p, re.IGNORECASE) for p in patterns))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Knowledge:
-    """All mappings, indexed for the hot path."""
+    """All mappings, indexed for the hot path. Compared and hashed by identity (one per directory)."""
 
     directory: Path
     analytes: dict[str, dict[str, Any]]
@@ -172,6 +172,19 @@ def _load(directory: Path, name: str, schema: str | None = None) -> Any:
     return data
 
 
+def _instrument_criteria(directory: Path) -> dict[str, dict[str, Any]]:
+    """Every instrument's criteria file, by instrument id (the registry checks that each is used)."""
+    criteria: dict[str, dict[str, Any]] = {}
+    for path in sorted((directory / "criteria").glob("*.yaml")):
+        if path.stem in NOT_INSTRUMENTS:
+            continue
+        doc = _load(directory, f"criteria/{path.name}", "criteria")
+        if doc["instrument"] != path.stem:
+            raise DataFileError(str(path), "instrument", f"'{doc['instrument']}' is not the file's own name")
+        criteria[path.stem] = doc
+    return criteria
+
+
 def _check_catalog(path: Path, names: set[str], catalog: type[Any]) -> None:
     known = {member.value for member in catalog}
     for name in sorted(names - known):
@@ -227,7 +240,7 @@ def load_knowledge(directory: Path | None = None) -> Knowledge:
     _check_catalog(directory / "conditions.yaml", set(conditions["findings"]), Finding)
     procedures = _load(directory, "procedures.yaml")
     _check_catalog(directory / "procedures.yaml", set(procedures["kinds"]), ProcedureKind)
-    criteria = {name: _load(directory, f"criteria/{name}.yaml", "criteria") for name in CRITERIA_FILES}
+    criteria = _instrument_criteria(directory)
     ctcae = _load(directory, "criteria/ctcae.yaml", "ctcae")
     engine_defaults = _load(directory, "engine.yaml")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Protocol
 
 import msgspec
 
@@ -224,14 +225,42 @@ class MissingData:
     needed_by: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Instruments:
-    hscore: HScoreResult
-    hlh2004: CountResult
-    hlh94: CountResult
-    cartox: FerritinOrganResult
-    shah: FerritinOrganResult
-    iec_hs: IecHsResult
+class InstrumentResult(Protocol):
+    """What every instrument's result has: its criteria (with evidence) and its citation id."""
+
+    @property
+    def criteria(self) -> tuple[CriterionResult, ...]: ...
+
+    @property
+    def citation(self) -> str: ...
+
+
+class Instruments(Mapping[str, InstrumentResult]):
+    """Each registered instrument's result by instrument id, in registry order (see
+    engine.instruments.registry; `Instrument.result()` gives a result back with its own type)."""
+
+    __slots__ = ("_keys", "_results")
+
+    def __init__(self, results: dict[str, InstrumentResult], keys: Mapping[str, str]) -> None:
+        self._results = results
+        self._keys = dict(keys)
+
+    def __getitem__(self, instrument_id: str) -> InstrumentResult:
+        return self._results[instrument_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def json_items(self) -> Iterator[tuple[str, InstrumentResult]]:
+        """(JSON key, result) pairs: the `instruments` object of the evaluation document."""
+        return ((self._keys[name], result) for name, result in self._results.items())
+
+    def replace(self, instrument_id: str, result: InstrumentResult) -> Instruments:
+        """A copy with one result replaced (tests and what-if views)."""
+        return Instruments({**self._results, instrument_id: result}, self._keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from cds_service.engine.model import Instruments
+
 
 def camel(name: str) -> str:
     head, *rest = name.split("_")
@@ -38,6 +40,8 @@ def _struct_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, str], ...]:
 
 def to_jsonable(value: Any) -> Any:
     """Dataclasses and structs -> dicts with camelCase keys, datetimes -> ISO 8601 UTC, tuples -> lists."""
+    if isinstance(value, Instruments):
+        return {key: to_jsonable(result) for key, result in value.json_items()}
     if isinstance(value, msgspec.Struct):
         return {key: to_jsonable(getattr(value, name)) for name, key in _struct_fields(type(value))}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

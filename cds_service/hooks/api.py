@@ -110,5 +110,7 @@ def hook_environment() -> HookEnvironment:
         # The dashboard is served by this app: link it unless another launch URL is configured.
         smart_launch_url=settings.smart_launch_url or f"{public_base_url()}/smart/launch",
         uuid_factory=config["UUID_FACTORY"],
+        knowledge=get_state().knowledge,
+        cards=get_state().cards,
         validate_response=bool(config.get("VALIDATE_RESPONSES", True)),
     )

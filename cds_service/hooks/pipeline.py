@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cds_service.cards.content import CardContent
 from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
 from cds_service.engine import EvaluationResult, evaluate
+from cds_service.engine.knowledge import Knowledge
 from cds_service.hooks.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
 from cds_service.hooks.request import HookRequest
 from cds_service.hooks.services import ServiceDefinition
@@ -39,6 +41,8 @@ class HookEnvironment:
     base_url: str
     smart_launch_url: str | None
     uuid_factory: Callable[[], str]
+    knowledge: Knowledge  # the app's own: a site's mappings reach the engine and the cards
+    cards: CardContent
     validate_response: bool = True
 
 
@@ -50,7 +54,7 @@ def run_hook(
         resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
     with timer("evaluate"):
         # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
-        result = evaluate(resolved.data, at=env.at)
+        result = evaluate(resolved.data, knowledge=env.knowledge, at=env.at)
     with timer("render"):
         cards = render_cards(request, result, resolved.gaps, env)
     response: dict[str, Any] = {"cards": cards}
@@ -75,8 +79,10 @@ def render_cards(
         patient_id=request.patient_id,
     )
     if request.hook == "patient-view":
-        return render_patient_view(result, context)
-    return render_order_hook(result, request.draft_orders, request.selections, context)
+        return render_patient_view(result, context, content=env.cards, knowledge=env.knowledge)
+    return render_order_hook(
+        result, request.draft_orders, request.selections, context, content=env.cards, knowledge=env.knowledge
+    )
 
 
 def check_response(response: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from markupsafe import Markup
 
+from cds_service.engine.instruments.registry import IEC_HS, REGISTRY
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import CriterionResult, EvaluationResult
 from cds_service.smart.appcontext import VIEWS
@@ -55,6 +56,41 @@ class Source:
 
 
 @dataclass(frozen=True, slots=True)
+class InstrumentPanel:
+    """One registered instrument as the dashboard shows it (built from the registry, in its order)."""
+
+    key: str
+    title: str
+    line: str
+    details: tuple[str, ...]
+    unverified: str | None
+    citation: str
+    criteria: tuple[CriterionResult, ...]
+    points: bool  # the criteria carry points (a score)
+    context_only: bool
+
+
+def panels(kb: Knowledge, result: EvaluationResult) -> list[InstrumentPanel]:
+    out = []
+    for instrument in REGISTRY:
+        criteria = result.instruments[instrument.id].criteria
+        out.append(
+            InstrumentPanel(
+                key=instrument.key,
+                title=instrument.title(kb),
+                line=instrument.line(result.instruments),
+                details=instrument.detail_lines(result.instruments),
+                unverified=instrument.unverified_note(kb, result.instruments),
+                citation=result.instruments[instrument.id].citation,
+                criteria=criteria,
+                points=any(c.points is not None for c in criteria),
+                context_only=instrument.context_only,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class DashboardView:
     result: EvaluationResult
     banner: Banner
@@ -62,6 +98,7 @@ class DashboardView:
     charts: list[ChartView]
     drugs: list[tuple[str, str]]  # (symbol, drug class) of the markers on the charts
     sources: list[Source]
+    panels: list[InstrumentPanel]
     sections: tuple[str, ...]
     view: str
     at_source: InstantSource
@@ -97,15 +134,14 @@ def banner(patient: dict[str, Any], result: EvaluationResult) -> Banner:
 
 def all_criteria(result: EvaluationResult) -> list[CriterionResult]:
     ins = result.instruments
-    groups = (ins.iec_hs, ins.hscore, ins.hlh2004, ins.hlh94, ins.cartox, ins.shah)
-    return [criterion for group in groups for criterion in group.criteria]
+    return [criterion for instrument in REGISTRY for criterion in ins[instrument.id].criteria]
 
 
 def sources(kb: Knowledge, result: EvaluationResult) -> list[Source]:
     """Every citation the page refers to, in first-use order."""
     ins = result.instruments
-    ids = [ins.iec_hs.citation, ins.iec_hs.grading_citation, ins.hscore.citation, ins.hlh2004.citation]
-    ids += [ins.hlh94.citation, ins.cartox.citation, ins.shah.citation]
+    ids = [IEC_HS.result(ins).citation, IEC_HS.result(ins).grading_citation]
+    ids += [ins[instrument.id].citation for instrument in REGISTRY]
     ids += [c.citation for c in all_criteria(result)]
     out = []
     for cid in dict.fromkeys(ids):
@@ -142,6 +178,7 @@ def build_view(
         charts=charts,
         drugs=[(DRUG_SYMBOLS.get(c, c[:2].title()), c) for c in used],
         sources=sources(kb, result),
+        panels=panels(kb, result),
         sections=SECTION_ORDER[chosen],
         view=chosen,
         at_source=at_source,

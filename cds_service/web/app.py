@@ -6,7 +6,8 @@ logging, CORS and OperationOutcome error handlers, then registers the blueprints
 
 ``test_config`` keys that are settings variables (``CDS_DEV_MODE``, ``DATABASE_URL``, ...; see
 cds_service.config) override the environment and are validated the same way; ``SETTINGS`` may pass a
-ready ``Settings``; ``MAPPINGS_DIR`` points at another mappings directory; every other key goes to
+ready ``Settings``; ``MAPPINGS_DIR`` and ``CARDS_DIR`` point at another mappings / cards directory (the
+one knowledge base and card content every path of the app then uses); every other key goes to
 ``app.config``. Injection points in ``app.config``:
 
 =====================  ===================================================================================
@@ -42,7 +43,7 @@ from cds_service.auth import auth_defaults
 from cds_service.cards.content import load_card_content
 from cds_service.config import ENV_VARIABLES, Settings
 from cds_service.engine import evaluate
-from cds_service.engine.knowledge import load_knowledge
+from cds_service.engine.knowledge import Knowledge, load_knowledge
 from cds_service.hooks import typed_request, validation
 from cds_service.hooks.api import bp as cds_blueprint
 from cds_service.hooks.feedback import FeedbackStore
@@ -77,15 +78,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     overrides = dict(test_config or {})
     settings = overrides.pop("SETTINGS", None) or Settings.from_env(_environment(overrides))
     mappings = overrides.pop("MAPPINGS_DIR", None)
+    cards_dir = overrides.pop("CARDS_DIR", None)
     knowledge = load_knowledge(Path(mappings) if mappings is not None else None)
+    cards = load_card_content(knowledge, Path(cards_dir) if cards_dir is not None else None)
     app = Flask(__name__)
     app.json = OrjsonProvider(app)
     app.config.update(_defaults(settings))
     app.config.update({k: v for k, v in overrides.items() if k not in ENV_VARIABLES})
-    _warm_up()
+    _warm_up(knowledge)
     store = FeedbackStore(settings.database_url)
     _install_client_auth(app, settings, store, overrides, from_environment=test_config is None)
-    app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, build_registry(knowledge), store)
+    app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, cards, build_registry(knowledge), store)
     observability.init_app(app)
     cors.init_app(app, settings.cors_origins)
     outcome.init_app(app)
@@ -115,14 +118,13 @@ def _install_client_auth(
     app.config.update({key: value for key, value in defaults.items() if key not in overrides})
 
 
-def _warm_up() -> None:
+def _warm_up(knowledge: Knowledge) -> None:
     """Fail at start on a broken schema or cards/ file, and pay one-time costs (unit registry, card
     content) before gunicorn forks, so no worker's first hook call is slow."""
     for schema in validation.SCHEMAS:
         validation.validator(schema)
         validation.fast_validator(schema)
-    load_card_content()
-    evaluate({"patient": None})
+    evaluate({"patient": None}, knowledge=knowledge)
     typed_request.decode(b"{}")  # builds the typed decoder
 
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, jsonify, request
 
-from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.observations import ObservationNormalizer
 from cds_service.engine.resources import collect
 from cds_service.hooks.api import hook_environment
@@ -55,7 +54,7 @@ def read(service_id: str) -> Response:
             resolved = resolve(hook_request, service, fetch, env.at or datetime.now(UTC), env.deadline)
         with timed("evaluate"):
             resources = collect(resolved.data)
-            ObservationNormalizer(load_knowledge()).normalize(resources.by_type.get("Observation", []))
+            ObservationNormalizer(get_state().knowledge).normalize(resources.by_type.get("Observation", []))
     finally:
         COLLECTOR_HOLD.exit()
     return jsonify({"cards": []})

@@ -18,7 +18,6 @@ from flask import Blueprint, Response, jsonify
 from sqlalchemy import text
 
 from cds_service import __version__
-from cds_service.cards.content import load_card_content
 from cds_service.web.state import ServiceState, get_state
 
 bp = Blueprint("health", __name__)
@@ -60,10 +59,9 @@ def check_mappings(state: ServiceState) -> str | None:
     return None if state.registry.services else "no CDS services registered"
 
 
-def check_card_content(_state: ServiceState) -> str | None:
-    """cards/ templates and treatment content load (cached after the first call)."""
-    load_card_content()
-    return None
+def check_card_content(state: ServiceState) -> str | None:
+    """cards/ templates and treatment content are loaded (validated at start against the knowledge base)."""
+    return None if state.cards.options and state.cards.cards else "card content not loaded"
 
 
 def check_database(state: ServiceState) -> str | None:

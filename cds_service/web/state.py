@@ -1,4 +1,6 @@
-"""The per-app state built once by create_app: settings, knowledge, service registry, feedback store."""
+"""The per-app state built once by create_app: settings, knowledge, card content, service registry, feedback
+store. Every request path reads its knowledge from here (never a module-level default), so a site's own
+mappings and cards are used everywhere."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
+from cds_service.cards.content import CardContent
 from cds_service.config import Settings
 from cds_service.engine.knowledge import Knowledge
 from cds_service.hooks.feedback import FeedbackStore
@@ -18,6 +21,7 @@ EXTENSION_KEY = "cds_service"
 class ServiceState:
     settings: Settings
     knowledge: Knowledge
+    cards: CardContent  # built against `knowledge`
     registry: ServiceRegistry
     feedback: FeedbackStore
 

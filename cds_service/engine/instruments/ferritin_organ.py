@@ -161,3 +161,16 @@ def evaluate_shah(ctx: Context) -> FerritinOrganResult:
         citation=citation,
         unverified=True,
     )
+
+
+VERDICT = {True: "fulfilled", False: "not fulfilled", None: "undecided"}
+
+
+def summarize(result: FerritinOrganResult) -> str:
+    mode = f"[{result.mode} window] " if result.mode else ""
+    organs = f"{result.organ_met_count} organ criteria met, {result.organ_unknown_count} unknown"
+    return f"{mode}ferritin + {organs} (needs {result.required_organ_count}) -> {VERDICT[result.fulfilled]}"
+
+
+def unverified(result: FerritinOrganResult) -> bool:
+    return result.unverified

@@ -146,3 +146,15 @@ def evaluate_hlh2004(ctx: Context) -> CountResult:
 
 def evaluate_hlh94(ctx: Context) -> CountResult:
     return _count(ctx, "hlh94", all_required=True)
+
+
+VERDICT = {True: "fulfilled", False: "not fulfilled", None: "undecided"}
+
+
+def summarize(result: CountResult) -> str:
+    counts = f"{result.met_count}/{result.total} met, {result.unknown_count} unknown"
+    return f"{counts} (needs {result.required}) -> {VERDICT[result.fulfilled]}"
+
+
+def unverified(result: CountResult) -> bool:
+    return result.unverified

@@ -247,3 +247,14 @@ def evaluate_hscore(ctx: Context) -> HScoreResult:
         citation=citation,
         caveat=str(doc["caveat"]["text"]),
     )
+
+
+def summarize(result: HScoreResult) -> str:
+    return (
+        f"{result.score} (range {result.score_min}-{result.score_max}), probability "
+        f"{result.probability_band} (~{result.probability:.0%}), cut-off {result.cutoff}"
+    )
+
+
+def details(result: HScoreResult) -> tuple[str, ...]:
+    return (f"Caveat: {result.caveat}",)

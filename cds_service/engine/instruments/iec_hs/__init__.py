@@ -114,3 +114,20 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
         alternatives=alternatives,
         summary=summary,
     )
+
+
+def summarize(result: IecHsResult) -> str:
+    grade = ""
+    if result.grade:
+        grade = f", grade {result.grade}{' (at least)' if result.grade_is_minimum else ''}"
+    return f"{result.status}{grade}"
+
+
+def details(result: IecHsResult) -> tuple[str, ...]:
+    return tuple(f"grade basis: {fact.description}" for fact in result.grade_basis) + tuple(
+        f"not checked: {item}" for item in result.grade_missing
+    )
+
+
+def unverified(result: IecHsResult) -> bool:
+    return result.grading_unverified
