@@ -18,6 +18,7 @@ import orjson
 
 from cds_service.datafiles import check_thresholds, load_validated, mappings_dir
 from cds_service.engine.catalog import Analyte, DrugClass, Finding, ProcedureKind
+from cds_service.engine.labels import render_labels
 from cds_service.engine.units import UnitConverter, UnitError, UnitSpec
 from cds_service.errors import DataFileError
 
@@ -108,6 +109,7 @@ class Knowledge:
     procedure_codes: dict[tuple[str, str], str]
     procedure_text: dict[str, TextMatcher]
     criteria: dict[str, dict[str, Any]]
+    labels: dict[str, dict[str, dict[str, str]]]  # instrument -> criterion -> {"label", "threshold"}
     ctcae: dict[str, Any]
     engine_defaults: dict[str, Any]
     citations: dict[str, dict[str, Any]]
@@ -152,6 +154,10 @@ class Knowledge:
             original_unit=unit,
             source=spec.get("source", source),
         )
+
+    def label(self, instrument: str, criterion: str, field: str = "label") -> str:
+        """A criterion's label (or threshold text), rendered from its criteria file (engine.labels)."""
+        return self.labels[instrument][criterion][field]
 
     def display(self, analyte: str) -> str:
         return str(self.analytes[analyte]["display"])
@@ -286,6 +292,10 @@ def load_knowledge(directory: Path | None = None) -> Knowledge:
             name: _matcher(spec["text_patterns"], literal=True) for name, spec in procedures["kinds"].items()
         },
         criteria=criteria,
+        labels={
+            name: render_labels(str(directory / "criteria" / f"{name}.yaml"), doc)
+            for name, doc in {**criteria, "ctcae": ctcae}.items()
+        },
         ctcae=ctcae,
         engine_defaults=engine_defaults,
         citations=citations,

@@ -27,16 +27,16 @@ def _range(ctx: Context) -> tuple[datetime, datetime]:
 
 def _ferritin(
     ctx: Context,
-    id: str,
-    label: str,
-    spec: dict[str, object],
-    citation: str,
+    instrument: str,
     values: list[LabValue],
     window_text: str,
     unverified: bool = False,
 ) -> CriterionResult:
-    threshold = ctx.kb.threshold("ferritin", dict(spec), citation)
-    described = f"peak ferritin {threshold.describe()} {window_text}"
+    doc = ctx.kb.criteria[instrument]
+    citation = str(doc["citation"])
+    threshold = ctx.kb.threshold("ferritin", dict(doc["ferritin"]), citation)
+    described = f"{ctx.kb.label(instrument, 'ferritin', 'threshold')} {window_text}"
+    id, label = "ferritin", ctx.kb.label(instrument, "ferritin")
     if not values:
         return CriterionResult(
             id=id,
@@ -82,14 +82,14 @@ def _cartox_values(ctx: Context, mode: str, days: list[int], after_crs: int) -> 
             days=days[0]
         )
         end = start + timedelta(days=days[1] - days[0] + 1) - timedelta(microseconds=1)
-        return ctx.values("ferritin", start, min(end, ctx.at)), f"on days {days[0]}-{days[1]} after infusion"
+        return ctx.values("ferritin", start, min(end, ctx.at)), ctx.kb.label("cartox", "strict_window")
     values: list[LabValue] = []
     for episode in ctx.crs:
         if episode.onset is None:
             continue
         end = (episode.abatement or ctx.at) + timedelta(days=after_crs)
         values += ctx.values("ferritin", episode.onset, min(end, ctx.at))
-    return values, f"during CRS or within {after_crs} days after it"
+    return values, ctx.kb.label("cartox", "permissive_window")
 
 
 def evaluate_cartox(ctx: Context) -> FerritinOrganResult:
@@ -99,15 +99,7 @@ def evaluate_cartox(ctx: Context) -> FerritinOrganResult:
     values, window_text = _cartox_values(
         ctx, mode, list(doc["strict_window_days"]), int(doc["permissive_days_after_crs"])
     )
-    ferritin = _ferritin(
-        ctx,
-        "ferritin",
-        "Peak ferritin > 10,000 ng/mL during the CRS phase",
-        doc["ferritin"],
-        citation,
-        values,
-        window_text,
-    )
+    ferritin = _ferritin(ctx, "cartox", values, window_text)
     start, end = _range(ctx)
     organs = [
         organ.liver(ctx, start, end),
@@ -135,16 +127,7 @@ def evaluate_shah(ctx: Context) -> FerritinOrganResult:
     citation = doc["citation"]
     start, end = _range(ctx)
     window_text = "after infusion" if ctx.therapy.infusion_time is not None else "in the window"
-    ferritin = _ferritin(
-        ctx,
-        "ferritin",
-        "Peak ferritin > 100,000 ug/L",
-        doc["ferritin"],
-        citation,
-        ctx.values("ferritin", start, end),
-        window_text,
-        unverified=True,
-    )
+    ferritin = _ferritin(ctx, "shah", ctx.values("ferritin", start, end), window_text, unverified=True)
     organs = [
         organ.liver(ctx, start, end),
         organ.kidney(ctx, start, end),

@@ -23,7 +23,9 @@ from cds_service.engine.instruments.common import (
 from cds_service.engine.model import CountResult, CriterionResult, Evidence
 
 
-def _cytopenias(ctx: Context, id: str, spec: dict[str, Any], citation: str) -> CriterionResult:
+def _cytopenias(
+    ctx: Context, instrument: str, id: str, spec: dict[str, Any], citation: str
+) -> CriterionResult:
     overrides = None
     infant_days = spec.get("infant_max_age_days")
     if (
@@ -38,19 +40,21 @@ def _cytopenias(ctx: Context, id: str, spec: dict[str, Any], citation: str) -> C
     required = int(spec["min_lineages"])
     evidence = tuple(s.evidence for s in found if s.evidence is not None)
     if overrides:
-        evidence += (Evidence("note", "infant < 4 weeks: hemoglobin cut-off < 100 g/L"),)
+        evidence += (Evidence("note", ctx.kb.label(instrument, "infant_note")),)
     return CriterionResult(
         id=id,
-        label=f"Cytopenias affecting >= {required} of 3 lineages (Hb, platelets, ANC)",
+        label=ctx.kb.label(instrument, id),
         status=count_status(met, unknown, required),
-        threshold="Hb < 90 g/L, platelets < 100e9/L, ANC < 1.0e9/L",
+        threshold=ctx.kb.label(instrument, id, "threshold"),
         citation=citation,
         evidence=evidence,
         missing=tuple(s.analyte for s in found if s.status == "unknown"),
     )
 
 
-def _tg_or_fibrinogen(ctx: Context, id: str, spec: dict[str, Any], citation: str) -> CriterionResult:
+def _tg_or_fibrinogen(
+    ctx: Context, instrument: str, id: str, spec: dict[str, Any], citation: str
+) -> CriterionResult:
     tg = threshold_criterion(
         ctx, id="tg", label="", analyte="triglycerides", spec=spec["triglycerides"], citation=citation
     )
@@ -67,7 +71,7 @@ def _tg_or_fibrinogen(ctx: Context, id: str, spec: dict[str, Any], citation: str
     missing = tuple(m for m in tg.missing + fib.missing) if status == "unknown" else ()
     return CriterionResult(
         id=id,
-        label="Hypertriglyceridemia (fasting) and/or hypofibrinogenemia",
+        label=ctx.kb.label(instrument, id),
         status=status,
         threshold=f"{tg.threshold} or {fib.threshold}",
         citation=citation,
@@ -77,16 +81,21 @@ def _tg_or_fibrinogen(ctx: Context, id: str, spec: dict[str, Any], citation: str
 
 
 def _criterion(
-    ctx: Context, key: str, spec: dict[str, Any], citation: str, unverified: bool
+    ctx: Context, instrument: str, key: str, spec: dict[str, Any], citation: str, unverified: bool
 ) -> CriterionResult:
     if key in {"cytopenias", "bicytopenia"}:
-        return _cytopenias(ctx, key, spec, citation)
+        return _cytopenias(ctx, instrument, key, spec, citation)
     if key == "triglycerides_or_fibrinogen":
-        return _tg_or_fibrinogen(ctx, key, spec, citation)
+        return _tg_or_fibrinogen(ctx, instrument, key, spec, citation)
     if "findings" in spec or "finding" in spec:
         findings = spec.get("findings") or [spec["finding"]]
         return finding_criterion(
-            ctx, id=key, label=LABELS[key], findings=findings, citation=citation, unverified=unverified
+            ctx,
+            id=key,
+            label=ctx.kb.label(instrument, key),
+            findings=findings,
+            citation=citation,
+            unverified=unverified,
         )
     threshold = dict(spec["threshold"])
     if key == "fever":
@@ -95,7 +104,7 @@ def _criterion(
     return threshold_criterion(
         ctx,
         id=key,
-        label=LABELS[key],
+        label=ctx.kb.label(instrument, key),
         analyte=spec["analyte"],
         spec=threshold,
         citation=citation,
@@ -103,22 +112,12 @@ def _criterion(
     )
 
 
-LABELS = {
-    "fever": "Fever",
-    "splenomegaly": "Splenomegaly",
-    "hemophagocytosis": "Hemophagocytosis in bone marrow, spleen or lymph nodes",
-    "nk_activity": "Low or absent NK-cell activity",
-    "ferritin": "Ferritin",
-    "scd25": "Soluble CD25 (sIL-2 receptor)",
-}
-
-
 def _count(ctx: Context, instrument: str, all_required: bool) -> CountResult:
     doc = ctx.kb.criteria[instrument]
     citation = doc["citation"]
     unverified = bool(doc.get("unverified", False))
     criteria = tuple(
-        _criterion(ctx, key, spec, citation, unverified) for key, spec in doc["criteria"].items()
+        _criterion(ctx, instrument, key, spec, citation, unverified) for key, spec in doc["criteria"].items()
     )
     met = sum(c.status == "met" for c in criteria)
     unknown = sum(c.status == "unknown" for c in criteria)

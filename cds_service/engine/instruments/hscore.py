@@ -47,7 +47,7 @@ def _finding_points(
             id=key,
             label=label,
             status="met",
-            threshold=f"yes = {yes} points",
+            threshold=ctx.kb.label(INSTRUMENT, key, "threshold"),
             citation=citation,
             evidence=evidence,
             points=yes,
@@ -62,7 +62,7 @@ def _finding_points(
             id=key,
             label=label,
             status="not-met",
-            threshold=f"yes = {yes} points",
+            threshold=ctx.kb.label(INSTRUMENT, key, "threshold"),
             citation=citation,
             evidence=evidence,
             points=0,
@@ -74,7 +74,7 @@ def _finding_points(
         id=key,
         label=label,
         status="unknown",
-        threshold=f"yes = {yes} points",
+        threshold=ctx.kb.label(INSTRUMENT, key, "threshold"),
         citation=citation,
         evidence=(note,),
         missing=(spec["finding"],),
@@ -139,9 +139,9 @@ def _organomegaly(ctx: Context, spec: dict[str, Any], citation: str) -> Criterio
     missing = tuple(r.finding for r in records if r.state == "unknown")
     return CriterionResult(
         id="organomegaly",
-        label="Organomegaly (hepatomegaly and/or splenomegaly)",
+        label=ctx.kb.label(INSTRUMENT, "organomegaly"),
         status=_status(low, high),
-        threshold="one = 23, both = 38 points",
+        threshold=ctx.kb.label(INSTRUMENT, "organomegaly", "threshold"),
         citation=citation,
         evidence=evidence,
         missing=missing,
@@ -161,9 +161,9 @@ def _cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionR
     missing = tuple(s.analyte for s in found if s.status == "unknown")
     return CriterionResult(
         id="cytopenias",
-        label="Number of cytopenias (Hb <= 9.2 g/dL, WBC <= 5.0e9/L, platelets <= 110e9/L)",
+        label=ctx.kb.label(INSTRUMENT, "cytopenias"),
         status=_status(low, high),
-        threshold="2 lineages = 24, 3 = 34 points",
+        threshold=ctx.kb.label(INSTRUMENT, "cytopenias", "threshold"),
         citation=citation,
         evidence=evidence,
         missing=missing,
@@ -171,17 +171,6 @@ def _cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionR
         points_min=low,
         points_max=high,
     )
-
-
-LABELS = {
-    "immunosuppression": "Known underlying immunosuppression",
-    "temperature": "Temperature",
-    "ferritin": "Ferritin",
-    "triglycerides": "Triglycerides",
-    "fibrinogen": "Fibrinogen",
-    "ast": "AST",
-    "hemophagocytosis": "Hemophagocytosis on bone marrow aspirate",
-}
 
 
 def probability(doc: dict[str, Any], score: int) -> tuple[float, Literal["<", "=", ">"]]:
@@ -224,9 +213,9 @@ def evaluate_hscore(ctx: Context) -> HScoreResult:
         elif key == "cytopenias":
             criteria.append(_cytopenias(ctx, spec, citation))
         elif "finding" in spec:
-            criteria.append(_finding_points(ctx, key, spec, citation, LABELS[key]))
+            criteria.append(_finding_points(ctx, key, spec, citation, ctx.kb.label(INSTRUMENT, key)))
         else:
-            criteria.append(_band_criterion(ctx, key, spec, citation, LABELS[key]))
+            criteria.append(_band_criterion(ctx, key, spec, citation, ctx.kb.label(INSTRUMENT, key)))
     score = sum(c.points_min or 0 for c in criteria)
     score_max = sum(c.points_max or 0 for c in criteria)
     cutoff = int(doc["cutoff"]["value"])

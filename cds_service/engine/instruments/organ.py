@@ -75,7 +75,7 @@ def lab_grade3(
         id=id,
         label=label,
         status=status,
-        threshold="CTCAE v5 grade >= 3",
+        threshold=ctx.kb.label("ctcae", "lab_grade"),
         citation=CTCAE,
         evidence=tuple(evidence),
         missing=tuple(missing) if status == "unknown" else (),
@@ -83,20 +83,12 @@ def lab_grade3(
 
 
 def liver(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
-    return lab_grade3(
-        ctx,
-        "liver",
-        "Liver: grade >= 3 bilirubin, AST or ALT increase",
-        ["bilirubin_total", "ast", "alt"],
-        start,
-        end,
-    )
+    label = ctx.kb.label("ctcae", "liver")
+    return lab_grade3(ctx, "liver", label, ["bilirubin_total", "ast", "alt"], start, end)
 
 
 def kidney(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
-    result = lab_grade3(
-        ctx, "kidney", "Kidney: grade >= 3 creatinine increase (or oliguria)", ["creatinine"], start, end
-    )
+    result = lab_grade3(ctx, "kidney", ctx.kb.label("ctcae", "kidney"), ["creatinine"], start, end)
     oliguria = ctx.finding("oliguria")
     if result.status != "met" and oliguria.state == "present":
         note = Evidence(
@@ -119,10 +111,7 @@ def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
     """Pulmonary edema grade >= 3 by proxy [D]: ventilation, or O2 support with SpO2 < 88%."""
     spec = ctx.kb.ctcae["pulmonary"]
     low_threshold = ctx.kb.threshold("spo2", spec["spo2"])
-    label = (
-        "Lung: grade >= 3 pulmonary edema "
-        f"(proxy: positive-pressure ventilation, or O2 support with SpO2 {low_threshold.describe()})"
-    )
+    label = ctx.kb.label("ctcae", "lung")
     ventilation = [p for p in ctx.procedures if p.kind == "mechanical_ventilation" and start <= p.time <= end]
     if ventilation:
         first = ventilation[0]
@@ -167,7 +156,7 @@ def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
             id="lung",
             label=label,
             status="met",
-            threshold=f"SpO2 {low_threshold.describe()} with O2 support",
+            threshold=ctx.kb.label("ctcae", "lung", "threshold"),
             citation="ctcae5_clinical",
             evidence=met_evidence,
             unverified=True,
@@ -178,7 +167,7 @@ def lung(ctx: Context, start: datetime, end: datetime) -> CriterionResult:
         id="lung",
         label=label,
         status="not-met",
-        threshold=f"SpO2 {low_threshold.describe()} with O2 support",
+        threshold=ctx.kb.label("ctcae", "lung", "threshold"),
         citation="ctcae5_clinical",
         evidence=(ev2,),
         unverified=True,
@@ -206,7 +195,7 @@ def hemophagocytosis(ctx: Context, findings: list[str]) -> CriterionResult:
     return finding_criterion(
         ctx,
         id="hemophagocytosis",
-        label="Hemophagocytosis (histopathology)",
+        label=ctx.kb.label("ctcae", "hemophagocytosis"),
         findings=findings,
         citation="neelapu2018",
     )

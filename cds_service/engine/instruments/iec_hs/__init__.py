@@ -40,7 +40,7 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
     if not ctx.therapy.found:
         attribution = CriterionResult(
             id="iec-therapy",
-            label="Attributable to immune effector cell therapy",
+            label=ctx.kb.label("iec_hs", "iec-therapy"),
             status="not-met",
             threshold=None,
             citation=citation,
@@ -63,7 +63,7 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
         )
     attribution = CriterionResult(
         id="iec-therapy",
-        label="Attributable to immune effector cell therapy",
+        label=ctx.kb.label("iec_hs", "iec-therapy"),
         status="met",
         threshold=None,
         citation=citation,
@@ -85,7 +85,7 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
         finding_criterion(
             ctx,
             id="hemophagocytosis",
-            label="Hemophagocytosis in bone marrow or other tissue",
+            label=ctx.kb.label("iec_hs", "hemophagocytosis"),
             findings=common_doc["hemophagocytosis"]["findings"],
             citation=citation,
         ),

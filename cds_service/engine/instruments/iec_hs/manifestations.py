@@ -30,9 +30,9 @@ def transaminases(ctx: Context, spec: dict[str, Any], citation: str) -> Criterio
     status = any_of(statuses)
     return CriterionResult(
         id="transaminases",
-        label="AST or ALT > 5 x ULN (baseline normal) or > 5 x baseline (abnormal)",
+        label=ctx.kb.label("iec_hs", "transaminases"),
         status=status,
-        threshold="> 5 x ULN or > 5 x baseline",
+        threshold=ctx.kb.label("iec_hs", "transaminases", "threshold"),
         citation=citation,
         evidence=tuple(evidence),
         missing=tuple(missing) if status == "unknown" else (),
@@ -43,7 +43,7 @@ def hypofibrinogenemia(ctx: Context, spec: dict[str, Any], citation: str) -> Cri
     base = threshold_criterion(
         ctx,
         id="hypofibrinogenemia",
-        label="Hypofibrinogenemia (< 150 mg/dL or < LLN)",
+        label=ctx.kb.label("iec_hs", "hypofibrinogenemia"),
         analyte="fibrinogen",
         spec=spec["threshold"],
         citation=citation,
@@ -111,9 +111,9 @@ def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionRe
     status = any_of(statuses)
     return CriterionResult(
         id="cytopenias",
-        label="Cytopenias, new onset or worsening (Hb, platelets, ANC)",
+        label=ctx.kb.label("iec_hs", "cytopenias"),
         status=status,
-        threshold=f"new < LLN, or >= {fraction:.0%} worse than reference [D]",
+        threshold=ctx.kb.label("iec_hs", "cytopenias", "threshold"),
         citation=spec.get("source", citation),
         evidence=tuple(evidence),
         missing=tuple(missing) if status == "unknown" else (),

@@ -11,7 +11,8 @@ from cds_service.engine.model import CriterionResult, Evidence, Status
 from cds_service.engine.units import scaled
 
 
-def _above_uln(ctx: Context, id: str, label: str, analytes: list[str], citation: str) -> CriterionResult:
+def _above_uln(ctx: Context, id: str, analytes: list[str], citation: str) -> CriterionResult:
+    label = ctx.kb.label("iec_hs", id)
     statuses: list[Status] = []
     evidence: list[Evidence] = []
     start = window_start(ctx)
@@ -39,7 +40,7 @@ def _above_uln(ctx: Context, id: str, label: str, analytes: list[str], citation:
 
 def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
     start = window_start(ctx)
-    label = "Pulmonary manifestations (hypoxia, O2 need, pulmonary edema/infiltrates)"
+    label = ctx.kb.label("iec_hs", "pulmonary")
     edema = finding_criterion(
         ctx, id="pulmonary", label=label, findings=[spec["finding"]], citation=citation, since=start
     )
@@ -84,7 +85,7 @@ def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionRe
 
 def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
     factor = float(spec["creatinine_baseline_multiple"]["value"])
-    label = f"Renal insufficiency (new onset): creatinine >= {factor:g} x baseline"
+    label = ctx.kb.label("iec_hs", "renal")
     source = spec.get("source", "kdigo2012")
     lab = ctx.worst("creatinine", window_start(ctx))
     baseline = ctx.baseline("creatinine")
@@ -93,7 +94,7 @@ def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
             id="renal",
             label=label,
             status="unknown",
-            threshold=f">= {factor:g} x baseline",
+            threshold=ctx.kb.label("iec_hs", "renal", "threshold"),
             citation=source,
             evidence=(Evidence("note", "creatinine in the window and a baseline are both needed"),),
             missing=("creatinine",),
@@ -104,7 +105,7 @@ def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
         id="renal",
         label=label,
         status="met" if met else "not-met",
-        threshold=f">= {factor:g} x baseline",
+        threshold=ctx.kb.label("iec_hs", "renal", "threshold"),
         citation=source,
         evidence=(value_evidence(ctx.kb, lab, f"baseline {baseline.value:g}"),),
         unverified=True,
@@ -118,7 +119,7 @@ def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> li
     fever = threshold_criterion(
         ctx,
         id="fever",
-        label="Fever (new or persistent)",
+        label=ctx.kb.label("iec_hs", "fever"),
         analyte="temperature",
         spec=other["fever"]["threshold"],
         citation=other["fever"]["source"],
@@ -128,28 +129,25 @@ def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> li
     tg = threshold_criterion(
         ctx,
         id="hypertriglyceridemia",
-        label="Hypertriglyceridemia (fasting > 265 mg/dL)",
+        label=ctx.kb.label("iec_hs", "hypertriglyceridemia"),
         analyte="triglycerides",
         spec=other["hypertriglyceridemia"]["threshold"],
         citation=citation,
         start=start,
     )
     return [
-        _above_uln(ctx, "ldh", "LDH > ULN", ["ldh"], citation),
+        _above_uln(ctx, "ldh", ["ldh"], citation),
         _above_uln(
             ctx,
             "coagulation",
-            "Other coagulation abnormalities (PT, aPTT or INR > ULN)",
             other["coagulation"]["analytes"],
             citation,
         ),
-        _above_uln(
-            ctx, "direct-bilirubin", "Direct hyperbilirubinemia (> ULN)", ["bilirubin_direct"], citation
-        ),
+        _above_uln(ctx, "direct-bilirubin", ["bilirubin_direct"], citation),
         finding_criterion(
             ctx,
             id="splenomegaly",
-            label="New-onset splenomegaly",
+            label=ctx.kb.label("iec_hs", "splenomegaly"),
             findings=["splenomegaly"],
             citation=citation,
             since=infusion,
@@ -158,7 +156,7 @@ def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> li
         finding_criterion(
             ctx,
             id="neurotoxicity",
-            label="Neurotoxicity (ICANS)",
+            label=ctx.kb.label("iec_hs", "neurotoxicity"),
             findings=["icans"],
             citation=citation,
             since=start,

@@ -38,13 +38,9 @@ def ferritin_required(
     """The required ferritin criterion and the time it was first fulfilled (the onset estimate)."""
     start = window_start(ctx)
     values = ctx.values("ferritin", start)
-    label = "Required: ferritin > 2 x ULN or > 2 x baseline, and/or rapidly rising"
+    label = ctx.kb.label("iec_hs", "ferritin")
     rise = spec["rapid_rise"]
-    described = (
-        f"> {spec['ferritin_uln_multiple']['value']:g} x ULN or "
-        f"> {spec['ferritin_baseline_multiple']['value']:g} x baseline; "
-        f"rise >= {rise['fold']:g}-fold within {rise['within_hours']:g} h [D]"
-    )
+    described = ctx.kb.label("iec_hs", "ferritin", "threshold")
     if not values:
         return CriterionResult(
             id="ferritin",

@@ -13,10 +13,7 @@ from cds_service.engine.units import scaled
 
 def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> CriterionResult:
     """Onset with resolving/resolved CRS, or worsening after initial improvement with CRS-directed therapy."""
-    label = (
-        "Required: onset with resolving/resolved CRS, "
-        "or worsening after initial improvement with CRS-directed therapy"
-    )
+    label = ctx.kb.label("iec_hs", "onset")
     if not ctx.crs:
         note = Evidence(
             "note",
