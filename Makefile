@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STACK_DIR := tests/fhir_stack
 NODE_STAMP := $(STACK_DIR)/node_modules/.installed
 
-.PHONY: install run test test-slow lint typecheck format bench stack system-deps node-deps fixtures clean
+.PHONY: install run test test-slow lint typecheck format bench stack system-deps node-deps fixtures schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,15 @@ $(NODE_STAMP): $(STACK_DIR)/package.json $(STACK_DIR)/package-lock.json
 	npm ci --prefix $(STACK_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
+## ruff (rules and formatting) and mypy --strict over the package, the benchmarks and the tests; tools pinned.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
-	$(BIN)/ruff format cds_service tests fixtures benchmarks
+	$(BIN)/ruff format .
 
 ## Set up everything and run the whole suite (what CI runs).
 test: install node-deps system-deps lint
@@ -55,6 +57,10 @@ stack: install node-deps
 ## Regenerate the checked-in fixture bundles from the seeded generator.
 fixtures: install
 	$(BIN)/python -m fixtures.generate
+
+## Regenerate cds_service/schemas/evaluation.schema.json from the envelope and the instruments' fragments.
+schema: install
+	$(BIN)/python -m cds_service.engine.schema
 
 bench: install node-deps
 	$(BIN)/python -m benchmarks.run

@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from requests import Session
 
 BASE = "https://cds.example.org"
 DISCOVERY = f"{BASE}/cds-services"
@@ -228,7 +229,7 @@ class JwksServer:
         scheme = "https" if self.certificate else "http"
         return f"{scheme}://127.0.0.1:{self._server.server_address[1]}/jwks.json"
 
-    def session(self) -> requests.Session:
+    def session(self) -> Session:
         """A JWKS session that trusts this server's self-signed certificate (and nothing from the env)."""
         session = requests.Session()
         session.trust_env = False

@@ -207,7 +207,7 @@ def hook_requests(draw: st.DrawFn, fhir_servers: tuple[str, ...]) -> Call:
 
 @st.composite
 def feedback_requests(draw: st.DrawFn) -> Call:
-    item = {
+    item: dict[str, Any] = {
         "card": draw(st.text(min_size=1, max_size=40)),
         "outcome": draw(st.sampled_from(["accepted", "overridden", "other"])),
         "outcomeTimestamp": draw(dates),

@@ -31,7 +31,7 @@ EXPECTED = {
 class NoNetworkSession(requests.Session):
     """A session that fails the test if anything tries to use it (discovery must not touch the network)."""
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         raise AssertionError("discovery made a network call")
 
 

@@ -38,7 +38,9 @@ from tests.cds_helpers import (
 from tests.loopback_http import LoopbackServer, Reply, Seen, closed_port_url
 from tests.plugins.fhir_stack import FhirStack
 
-SCREENING = build_registry(load_knowledge()).find("iec-hs-screening", "patient-view")
+_SCREENING = build_registry(load_knowledge()).find("iec-hs-screening", "patient-view")
+assert _SCREENING is not None
+SCREENING = _SCREENING
 assert SCREENING is not None
 NOW = datetime.now(UTC)
 

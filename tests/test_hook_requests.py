@@ -44,8 +44,9 @@ def outcome_of(response: Any, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.get_data(as_text=True)
     body: dict[str, Any] = response.get_json()
     assert body["resourceType"] == "OperationOutcome"
-    assert body["issue"][0]["severity"] == "error" and body["issue"][0]["diagnostics"]
-    return body["issue"][0]
+    issue: dict[str, Any] = body["issue"][0]
+    assert issue["severity"] == "error" and issue["diagnostics"]
+    return issue
 
 
 def valid_body() -> dict[str, Any]:

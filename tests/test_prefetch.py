@@ -28,7 +28,9 @@ AT = datetime(2026, 3, 11, 9, 30, tzinfo=UTC)
 TODAY = date(2026, 3, 11)
 CONTEXT = {"patientId": "p1", "userId": "Practitioner/dr-7", "encounterId": "e-9", "count": 3, "flag": True}
 OUTCOME = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
-SCREENING = build_registry(load_knowledge()).find("iec-hs-screening", "patient-view")
+_SCREENING = build_registry(load_knowledge()).find("iec-hs-screening", "patient-view")
+assert _SCREENING is not None
+SCREENING = _SCREENING
 assert SCREENING is not None
 
 

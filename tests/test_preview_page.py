@@ -161,7 +161,7 @@ def test_a_pasted_bundle_and_a_pasted_request(page: Page, base_url: str) -> None
     page.click("#send")
     expect(page.locator("#status")).to_contain_text("evaluated at 2026-09-05T20:00:00Z", timeout=TIMEOUT_MS)
     summary = page.locator(".cds-card-summary").first.inner_text()
-    assert page.locator("#request-json").text_content().startswith('{\n  "hook": "patient-view"')
+    assert (page.locator("#request-json").text_content() or "").startswith('{\n  "hook": "patient-view"')
     page.fill("#pasted", json.dumps(page.evaluate("window.cdsPreview.lastRequest()")))
     page.fill("#instant", "2026-09-05T20:00:00Z")
     page.click("#send")

@@ -178,6 +178,7 @@ def test_an_expired_access_token_is_never_sent(
 
 def test_the_token_expires_between_pages(tmp_path: Path, certificate: LoopbackCertificate) -> None:
     """expires_in counts from the request's arrival: a page fetched after it is not requested."""
+    ehr: Any  # the TLS-wrapped server, bound by the `with` below before any request reaches slow_paging
 
     def slow_paging(seen: Seen) -> Reply:
         reply = fhir_handler(seen)

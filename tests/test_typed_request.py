@@ -368,7 +368,7 @@ def test_shared_lookups_keep_bytes_not_views_of_the_request() -> None:
     normalizer = ObservationNormalizer(load_knowledge())
     labs = normalizer.normalize([document["prefetch"]["observations"]])
     assert labs["ferritin"][0].high == 400
-    lookups = normalizer._concepts, *(r.ranges for r in normalizer._recipes.values())
+    lookups: tuple[Any, ...] = (normalizer._concepts, *(r.ranges for r in normalizer._recipes.values()))
     keys = [key for table in lookups for key in table]
     assert keys and all(type(key) is bytes for key in keys)
 
