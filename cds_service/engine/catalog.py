@@ -70,7 +70,12 @@ class DrugClass(StrEnum):
     TOCILIZUMAB = "tocilizumab"
     SILTUXIMAB = "siltuximab"
     CRYOPRECIPITATE = "cryoprecipitate"
-    VASOPRESSOR = "vasopressor"
+    NOREPINEPHRINE = "norepinephrine"
+    EPINEPHRINE = "epinephrine"
+    PHENYLEPHRINE = "phenylephrine"
+    DOPAMINE = "dopamine"
+    VASOPRESSIN = "vasopressin"
+    ANTIPYRETIC = "antipyretic"
     LYMPHODEPLETION = "lymphodepletion"
 
 

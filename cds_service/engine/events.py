@@ -105,7 +105,11 @@ def _drug_class(kb: Knowledge, concept: Any) -> str | None:
     if code is not None and code in kb.drug_rxnorm:
         return kb.drug_rxnorm[code]
     text = concept_text(concept)
-    return next((cls for name, cls in kb.drug_names if name in text), None) if text else None
+    if not text:
+        return None
+    # The longest reviewed name found wins: "norepinephrine" contains "epinephrine".
+    found = [(len(name), cls) for name, cls in kb.drug_names if name in text]
+    return max(found)[1] if found else None
 
 
 def medication_concept(resources: ResourceSet, resource: dict[str, Any]) -> Any:

@@ -82,6 +82,32 @@ def _matcher(patterns: list[str], literal: bool = False) -> TextMatcher:
     return TextMatcher(tuple(re.compile(re.escape(p) if literal else p, re.IGNORECASE) for p in patterns))
 
 
+@dataclass(frozen=True, slots=True)
+class OxygenLevel:
+    """A level of oxygen support as the ASTCT 2019 CRS grade reads it (mappings/oxygen_support.yaml)."""
+
+    name: str
+    grade: int
+    display: str
+
+
+@dataclass(frozen=True, slots=True)
+class OxygenSupport:
+    """Device codes and text patterns by level, the Observation codes that carry a device, the flow limit."""
+
+    observation_codes: frozenset[tuple[str, str]]
+    levels: dict[str, OxygenLevel]
+    codes: dict[tuple[str, str], str]  # (system, code) -> level name
+    text: tuple[tuple[str, TextMatcher], ...]  # (level name, matcher), highest grade first
+    low_flow_max: dict[str, Any]
+
+    def level_of(self, codes: list[tuple[str, str]], text: str) -> OxygenLevel | None:
+        """The highest level a device's codes or text name; None if nothing is recognised."""
+        found = [self.levels[self.codes[c]] for c in codes if c in self.codes]
+        found += [self.levels[name] for name, matcher in self.text if text and matcher.matches(text)]
+        return max(found, key=lambda level: level.grade) if found else None
+
+
 @dataclass(slots=True, eq=False)
 class Knowledge:
     """All mappings, indexed for the hot path. Compared and hashed by identity (one per directory)."""
@@ -100,12 +126,17 @@ class Knowledge:
     drug_rxnorm: dict[str, str]
     drug_names: tuple[tuple[str, str], ...]
     drug_roles: dict[str, str]
+    vasopressin_classes: frozenset[str]  # vasopressors that never count as a second agent (CRS grade 4)
     finding_codes: dict[tuple[str, str], tuple[str, ...]]
     finding_text: dict[str, TextMatcher]
     finding_display: dict[str, str]
     crs_system: str
     crs_codes: dict[str, int | None]
     crs_text: TextMatcher
+    oxygen: OxygenSupport
+    documented_rows: dict[
+        tuple[str, str], str
+    ]  # (system, code) of a site's flowsheet row -> what it documents
     procedure_codes: dict[tuple[str, str], str]
     procedure_text: dict[str, TextMatcher]
     criteria: dict[str, dict[str, Any]]
@@ -230,6 +261,20 @@ def _coded(entries: list[dict[str, Any]], default_system: str) -> list[tuple[str
     return [(e.get("system", default_system), e["code"]) for e in entries]
 
 
+def _oxygen(doc: dict[str, Any]) -> OxygenSupport:
+    levels = {
+        name: OxygenLevel(name, int(spec["grade"]), spec["display"]) for name, spec in doc["levels"].items()
+    }
+    ordered = sorted(doc["levels"].items(), key=lambda item: -int(item[1]["grade"]))
+    return OxygenSupport(
+        observation_codes=frozenset((c["system"], c["code"]) for c in doc["observation_codes"]),
+        levels=levels,
+        codes={(c["system"], c["code"]): name for name, spec in doc["levels"].items() for c in spec["codes"]},
+        text=tuple((name, _matcher(spec["text_patterns"], literal=True)) for name, spec in ordered),
+        low_flow_max=doc["low_flow_max"],
+    )
+
+
 @cache
 def load_knowledge(directory: Path | None = None) -> Knowledge:
     """Load and validate every mappings/ file (cached per directory)."""
@@ -245,6 +290,8 @@ def load_knowledge(directory: Path | None = None) -> Knowledge:
     conditions = _load(directory, "conditions.yaml")
     _check_catalog(directory / "conditions.yaml", set(conditions["findings"]), Finding)
     procedures = _load(directory, "procedures.yaml")
+    oxygen = _load(directory, "oxygen_support.yaml")
+    flowsheets = _load(directory, "site_flowsheets.yaml")
     _check_catalog(directory / "procedures.yaml", set(procedures["kinds"]), ProcedureKind)
     criteria = _instrument_criteria(directory)
     ctcae = _load(directory, "criteria/ctcae.yaml", "ctcae")
@@ -276,6 +323,7 @@ def load_knowledge(directory: Path | None = None) -> Knowledge:
         drug_rxnorm={c["code"]: name for name, spec in meds["classes"].items() for c in spec["rxnorm"]},
         drug_names=tuple((n.lower(), name) for name, spec in meds["classes"].items() for n in spec["names"]),
         drug_roles={name: spec["role"] for name, spec in meds["classes"].items()},
+        vasopressin_classes=frozenset(n for n, spec in meds["classes"].items() if spec.get("vasopressin")),
         finding_codes=finding_codes,
         finding_text={
             name: _matcher(spec["text_patterns"], literal=True)
@@ -285,6 +333,12 @@ def load_knowledge(directory: Path | None = None) -> Knowledge:
         crs_system=conditions["crs"]["system"],
         crs_codes=conditions["crs"]["codes"],
         crs_text=_matcher(conditions["crs"]["text_patterns"], literal=True),
+        oxygen=_oxygen(oxygen),
+        documented_rows={
+            (row["system"], row["code"]): kind
+            for kind, rows in flowsheets["documented"].items()
+            for row in rows
+        },
         procedure_codes={
             key: name for name, spec in procedures["kinds"].items() for key in _coded(spec["codes"], "")
         },

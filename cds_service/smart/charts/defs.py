@@ -18,7 +18,12 @@ DRUG_SYMBOLS = {  # presentation only: one or two letters drawn above the plot
     "emapalumab": "E",
     "etoposide": "Et",
     "cryoprecipitate": "C",
-    "vasopressor": "V",
+    "norepinephrine": "V",
+    "epinephrine": "V",
+    "phenylephrine": "V",
+    "dopamine": "V",
+    "vasopressin": "Vp",
+    "antipyretic": "Ap",
     "lymphodepletion": "LD",
 }
 
