@@ -138,16 +138,32 @@ def ids(found: dict[str, list[dict[str, Any]]]) -> dict[str, set[str]]:
     return {rtype: {r["id"] for r in resources} for rtype, resources in found.items()}
 
 
-def test_async_kickoff_progress_manifest_and_files(bulk: FhirStack) -> None:
+def test_status_is_in_progress_until_the_delay_has_passed(fhir_stack: FhirStack) -> None:
+    """A stack with a 6 s delay: the first poll (wide margin) is 202 with X-Progress and Retry-After."""
+    with fhir_stack.start_extra({"BULK_EXPORT_DELAY_MS": "6000"}, seeds=[]) as slow:
+        started = kickoff(slow, slow.bulk_export_url(), _type="Practitioner")
+        assert started.status_code == 202, started.text
+        status_url = started.headers["Content-Location"]
+        first = requests.get(status_url, headers=auth(slow.token), timeout=30)
+        assert first.status_code == 202, first.text
+        assert first.headers["X-Progress"].endswith("% complete")
+        assert 1 <= int(first.headers["Retry-After"]) <= 6
+        assert (
+            requests.get(
+                f"{status_url.replace('/status/', '/files/')}/Practitioner-1.ndjson",
+                headers=auth(slow.token),
+                timeout=30,
+            ).status_code
+            == 404
+        )  # not ready yet
+        assert requests.delete(status_url, headers=auth(slow.token), timeout=30).status_code == 202
+
+
+def test_async_kickoff_manifest_and_files(bulk: FhirStack) -> None:
     started = kickoff(bulk, bulk.bulk_export_url(), _type="Observation,Patient")
     assert started.status_code == 202, started.text
     status_url = started.headers["Content-Location"]
     assert status_url.startswith(bulk.fhir_origin)
-
-    first = requests.get(status_url, headers=auth(bulk.token), timeout=30)
-    assert first.status_code == 202  # BULK_EXPORT_DELAY_MS=1000: still "in progress"
-    assert first.headers["X-Progress"].endswith("% complete")
-    assert int(first.headers["Retry-After"]) >= 1
 
     manifest = wait_for_manifest(status_url, bulk.token)
     assert manifest["requiresAccessToken"] is True

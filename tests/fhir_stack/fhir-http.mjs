@@ -46,7 +46,10 @@ export function setCors(req, res) {
     'Access-Control-Allow-Headers',
     requested ? String(requested) : 'Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Exist'
   );
-  res.setHeader('Access-Control-Expose-Headers', 'Location, ETag, Last-Modified, Content-Location, WWW-Authenticate');
+  res.setHeader(
+    'Access-Control-Expose-Headers',
+    'Location, ETag, Last-Modified, Content-Location, WWW-Authenticate, X-Progress, Retry-After'
+  );
 }
 
 /**
