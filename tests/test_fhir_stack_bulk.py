@@ -1,7 +1,7 @@
 """Bulk Data export (FHIR Bulk Data Access IG v2, asynchronous pattern) against the real test stack.
 
 The module runs its own stack: no seeds, ``BULK_EXPORT_DELAY_MS=300`` (exports usually go through
-202 polling before its manifest) and ``BULK_EXPORT_MAX_PER_FILE=3`` (one resource type spans several
+202 polling before the manifest) and ``BULK_EXPORT_MAX_PER_FILE=3`` (one resource type spans several
 files). The "still in progress" check has a stack with a 6 s delay of its own.
 """
 
