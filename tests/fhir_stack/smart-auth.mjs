@@ -2,8 +2,11 @@
 // Connect / OAuth 2.0 server) plus the SMART parts it lacks: the EHR launch endpoint, launch/aud
 // checks, launch context (patient, encounter, need_patient_banner, appContext) in the token
 // response, automatic login + consent for a test user, and .well-known/smart-configuration.
+// SMART Backend Services (client_credentials + private_key_jwt) use oidc-provider's own grant and
+// client authentication; backend-auth.mjs decides the system scopes and checks the SMART claims.
 import Provider, { errors } from 'oidc-provider';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { BACKEND_SIGNING_ALGS, grantSystemScopes, MAX_ASSERTION_LIFETIME_S } from './backend-auth.mjs';
 
 /** Resource types that get patient/user .read/.rs/.r/.s scopes. */
 const SCOPED_RESOURCE_TYPES = [
@@ -46,10 +49,28 @@ export function smartScopes(extra = []) {
   return [...new Set([...scopes, ...extra])];
 }
 
+/** Examples of the system scopes backend clients may request (for scopes_supported). */
+export function systemScopeExamples() {
+  const scopes = [];
+  for (const type of ['*', ...SCOPED_RESOURCE_TYPES, 'Communication', 'Subscription']) {
+    scopes.push(`system/${type}.read`, `system/${type}.write`, `system/${type}.rs`, `system/${type}.cud`);
+  }
+  scopes.push('system/*.*', 'system/*.cruds');
+  return scopes;
+}
+
+/** @param {string | URL} url */
+function isLoopbackUrl(url) {
+  const { hostname } = new URL(url);
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
 /** The id of the automatically logged-in test user (a Practitioner). */
 export const TEST_USER_ID = 'smart-test-user';
 
 const LAUNCH_TTL_SECONDS = 3600;
+/** oidc-provider's default clock tolerance, also allowed on the 5-minute assertion lifetime. */
+const CLOCK_TOLERANCE_S = 15;
 
 /** @param {string} s */
 function htmlEscape(s) {
@@ -66,6 +87,9 @@ export class SmartAuth {
    * @param {number} options.tokenTtl access token lifetime in seconds
    * @param {string[]} options.denyPatients launches for these patients end in access_denied
    * @param {string[]} [options.extraScopes]
+   * @param {{ clientId: string, jwks?: object, jwksUri?: string, scopes: string[] }[]} [options.backendClients]
+   *   SMART Backend Services clients (SMART_BACKEND_CLIENTS)
+   * @param {number} [options.backendTokenTtl] backend access-token lifetime in seconds
    * @param {(msg: string) => void} [options.log]
    */
   constructor(options) {
@@ -76,6 +100,11 @@ export class SmartAuth {
     this.tokenTtl = options.tokenTtl;
     this.denyPatients = new Set(options.denyPatients);
     this.scopes = smartScopes(options.extraScopes ?? []);
+    this.tokenEndpoint = `${this.issuer}/token`;
+    this.backendClients = new Map((options.backendClients ?? []).map((c) => [c.clientId, c]));
+    this.backendTokenTtl = options.backendTokenTtl ?? 300;
+    /** @type {Set<string>} backend access tokens issued so far (for revokeBackendTokens) */
+    this.backendTokens = new Set();
     this.log = options.log ?? (() => undefined);
     /** @type {Map<string, {patient: string, encounter?: string, appContext?: string, needPatientBanner: boolean, deny: boolean, expires: number}>} */
     this.launches = new Map();
@@ -108,7 +137,25 @@ export class SmartAuth {
           response_types: ['code'],
           application_type: 'web',
         },
+        ...[...this.backendClients.values()].map((c) => ({
+          client_id: c.clientId,
+          token_endpoint_auth_method: 'private_key_jwt',
+          grant_types: ['client_credentials'],
+          response_types: [],
+          redirect_uris: [],
+          ...(c.jwks ? { jwks: c.jwks } : { jwks_uri: c.jwksUri }),
+        })),
       ],
+      clientAuthMethods: ['none', 'private_key_jwt'],
+      enabledJWA: { clientAuthSigningAlgValues: [...BACKEND_SIGNING_ALGS] },
+      // oidc-provider refuses to fetch from special-use addresses (SSRF protection); this test
+      // server must fetch backend clients' jwks_uri on loopback, so loopback URLs skip that check.
+      fetch: (url, options) => {
+        const { dispatcher, ...rest } = options;
+        return globalThis.fetch(url, isLoopbackUrl(url) ? rest : { ...rest, dispatcher });
+      },
+      assertJwtClientAuthClaimsAndHeader: (ctx, claims, header, client) =>
+        this.checkClientAssertion(claims, header, client),
       jwks: { keys: [jwk] },
       cookies: { keys: [randomBytes(32).toString('hex')] },
       scopes: this.scopes,
@@ -125,6 +172,7 @@ export class SmartAuth {
         AuthorizationCode: 60,
         IdToken: 3600,
         RefreshToken: 24 * 3600,
+        ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL ?? this.backendTokenTtl,
         Interaction: 600,
         Session: 24 * 3600,
         Grant: 24 * 3600,
@@ -133,6 +181,15 @@ export class SmartAuth {
         devInteractions: { enabled: false },
         introspection: { enabled: true },
         revocation: { enabled: true },
+        clientCredentials: { enabled: true },
+        resourceIndicators: {
+          enabled: true,
+          // Backend tokens are for the FHIR server (their aud); launch tokens stay as they were.
+          defaultResource: async (ctx, client, oneOf) =>
+            oneOf ?? (this.backendClients.has(client?.clientId) ? this.fhirBase : undefined),
+          useGrantedResource: async () => false,
+          getResourceServerInfo: async (ctx, resource, client) => this.resourceServerInfo(ctx, resource, client),
+        },
       },
       extraParams: {
         async launch(ctx, value) {
@@ -182,7 +239,16 @@ export class SmartAuth {
     // Add the SMART launch context to token responses (authorization_code and refresh_token).
     provider.use(async (ctx, next) => {
       await next();
+      if (ctx.path === '/token' && ctx.method === 'POST' && ctx.body?.error && ctx.state.errorDetail) {
+        // Test server: say why (e.g. "client assertion tokens must only be used once").
+        ctx.body = { ...ctx.body, error_description: `${ctx.body.error_description}: ${ctx.state.errorDetail}` };
+      }
       if (ctx.path === '/token' && ctx.method === 'POST' && ctx.status === 200 && ctx.body?.access_token) {
+        if (ctx.oidc?.params?.grant_type === 'client_credentials') {
+          this.backendTokens.add(ctx.body.access_token);
+          ctx.body.token_type = 'bearer'; // as in the SMART Backend Services examples (case-insensitive)
+          return;
+        }
         const token = await provider.AccessToken.find(ctx.body.access_token);
         const context = token ? this.grantContext.get(token.grantId) : undefined;
         if (context) {
@@ -198,6 +264,10 @@ export class SmartAuth {
       }
     });
     provider.on('server_error', (ctx, err) => this.log(`oidc server_error: ${err?.stack ?? err}`));
+    provider.on('grant.error', (ctx, err) => {
+      ctx.state.errorDetail = err?.error_detail;
+      this.log(`token error for client ${ctx.oidc?.client?.clientId ?? '?'}: ${err?.message} ${err?.error_detail ?? ''}`);
+    });
     return provider;
   }
 
@@ -211,17 +281,97 @@ export class SmartAuth {
   }
 
   /**
-   * Validates an access token issued by this server (used by the FHIR server).
+   * SMART Backend Services checks oidc-provider leaves to the deployment (it has already checked
+   * iss, aud against its own endpoints, exp presence, jti presence and the signature; it checks
+   * jti reuse right after this).
+   */
+  checkClientAssertion(claims, header, client) {
+    if (!this.backendClients.has(client.clientId)) {
+      return;
+    }
+    const fail = (detail) => {
+      throw new errors.InvalidClientAuth(detail);
+    };
+    if (claims.sub !== client.clientId) {
+      fail('sub must equal the client_id');
+    }
+    if (![].concat(claims.aud).includes(this.tokenEndpoint)) {
+      fail(`aud must be the token endpoint URL ${this.tokenEndpoint}`);
+    }
+    const now = Math.floor(Date.now() / 1000);
+    if (claims.exp > now + MAX_ASSERTION_LIFETIME_S + CLOCK_TOLERANCE_S) {
+      fail(`exp must be at most ${MAX_ASSERTION_LIFETIME_S} s in the future`);
+    }
+    if (!header.kid) {
+      fail('the kid header is required');
+    }
+    if (header.typ !== undefined && header.typ !== 'JWT') {
+      fail('the typ header must be JWT');
+    }
+  }
+
+  /** oidc-provider resource server info for a backend client's client_credentials request. */
+  resourceServerInfo(ctx, resource, client) {
+    const backend = this.backendClients.get(client?.clientId);
+    if (!backend || resource.replace(/\/$/, '') !== this.fhirBase) {
+      throw new errors.InvalidTarget(`the only resource is ${this.fhirBase} (for backend clients)`);
+    }
+    const result = grantSystemScopes(ctx.oidc.params.scope, backend.scopes);
+    if (result.error) {
+      throw new errors.InvalidScope(result.error, ctx.oidc.params.scope);
+    }
+    return {
+      scope: result.granted.join(' '),
+      audience: this.fhirBase,
+      accessTokenFormat: 'opaque',
+      accessTokenTTL: this.backendTokenTtl,
+    };
+  }
+
+  /**
+   * Resolves an access token issued by this server (used by the FHIR server).
+   * @param {string} token
+   * @returns {Promise<{ kind: 'smart' | 'backend', clientId: string, scopes: string[] } | undefined>}
+   */
+  async resolveAccessToken(token) {
+    for (const [kind, model] of [
+      ['smart', this.provider.AccessToken],
+      ['backend', this.provider.ClientCredentials],
+    ]) {
+      let found;
+      try {
+        found = await model.find(token);
+      } catch {
+        found = undefined;
+      }
+      if (found && !found.isExpired) {
+        return { kind, clientId: found.clientId, scopes: String(found.scope ?? '').split(' ').filter(Boolean) };
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Validates an access token issued by this server.
    * @param {string} token
    * @returns {Promise<boolean>}
    */
   async validateAccessToken(token) {
-    try {
-      const at = await this.provider.AccessToken.find(token);
-      return Boolean(at) && !at.isExpired;
-    } catch {
-      return false;
+    return Boolean(await this.resolveAccessToken(token));
+  }
+
+  /** Invalidates every backend access token issued so far; returns how many were still valid. */
+  async revokeBackendTokens() {
+    let revoked = 0;
+    for (const value of this.backendTokens) {
+      const token = await this.provider.ClientCredentials.find(value).catch(() => undefined);
+      if (token) {
+        await token.destroy();
+        revoked++;
+      }
     }
+    this.backendTokens.clear();
+    return revoked;
   }
 
   /** The .well-known/smart-configuration document. */
@@ -234,15 +384,17 @@ export class SmartAuth {
       userinfo_endpoint: `${this.issuer}/me`,
       introspection_endpoint: `${this.issuer}/token/introspection`,
       revocation_endpoint: `${this.issuer}/token/revocation`,
-      token_endpoint_auth_methods_supported: ['none'],
-      grant_types_supported: ['authorization_code', 'refresh_token'],
+      token_endpoint_auth_methods_supported: ['none', 'private_key_jwt'],
+      token_endpoint_auth_signing_alg_values_supported: BACKEND_SIGNING_ALGS,
+      grant_types_supported: ['authorization_code', 'refresh_token', 'client_credentials'],
       response_types_supported: ['code'],
-      scopes_supported: this.scopes,
+      scopes_supported: [...this.scopes, ...systemScopeExamples()],
       code_challenge_methods_supported: ['S256'],
       capabilities: [
         'launch-ehr',
         'authorize-post',
         'client-public',
+        'client-confidential-asymmetric',
         'context-ehr-patient',
         'context-ehr-encounter',
         'context-banner',

@@ -9,14 +9,21 @@
 //   FHIR_DEFAULT_COUNT [20]  FHIR_MAX_COUNT [1000]  FHIR_SEED [comma-separated bundle paths]
 //   SMART_CLIENT_ID [smart-app]  SMART_REDIRECT_URIS [http://127.0.0.1:5000/smart/callback]
 //   SMART_TOKEN_TTL [3600]  SMART_DENY_PATIENTS []  SMART_EXTRA_SCOPES []
+//   SMART_BACKEND_CLIENTS [JSON file path or inline JSON array]  SMART_BACKEND_TOKEN_TTL [300]
+//   BULK_EXPORT_DELAY_MS [0]  BULK_EXPORT_MAX_PER_FILE [1000]
+//   FHIR_SUBSCRIPTIONS [true]  FHIR_SUBSCRIPTION_TIMEOUT_MS [10000]
+//   STACK_ADMIN [false: /_admin/faults and /_admin/revoke-tokens]
 //   STACK_LOG [false: print request lines to stderr]
 //
 // When both servers listen and all seeds are loaded it prints ONE JSON line on stdout:
 //   {"event":"ready","fhir_base":...,"auth_base":...,"smart_configuration":...,...}
 import { createServer } from 'node:http';
 import { resolve } from 'node:path';
+import { loadBackendClients } from './backend-auth.mjs';
+import { Faults } from './faults.mjs';
 import { FhirServer, loadSchema, readBody, sendJson } from './fhir-server.mjs';
 import { SmartAuth, TEST_USER_ID } from './smart-auth.mjs';
+import { TOPICS } from './subscriptions.mjs';
 
 const started = Date.now();
 const env = process.env;
@@ -42,6 +49,21 @@ function intEnv(name, fallback) {
   return n;
 }
 
+/** @param {string} name @param {boolean} fallback */
+function boolEnv(name, fallback) {
+  const raw = (env[name] ?? '').trim().toLowerCase();
+  if (!raw) {
+    return fallback;
+  }
+  if (['1', 'true', 'yes'].includes(raw)) {
+    return true;
+  }
+  if (['0', 'false', 'no'].includes(raw)) {
+    return false;
+  }
+  throw new Error(`${name} must be true or false, got '${env[name]}'`);
+}
+
 function log(msg) {
   process.stderr.write(`[fhir-stack] ${msg}\n`);
 }
@@ -63,12 +85,21 @@ const config = {
   extraScopes: list(env.SMART_EXTRA_SCOPES).flatMap((s) => s.split(' ')).filter(Boolean),
   seeds: [...process.argv.slice(2), ...list(env.FHIR_SEED)].map((p) => resolve(p)),
   verbose: ['1', 'true', 'yes'].includes((env.STACK_LOG ?? '').toLowerCase()),
+  backendClients: loadBackendClients(env.SMART_BACKEND_CLIENTS),
+  backendTokenTtl: intEnv('SMART_BACKEND_TOKEN_TTL', 300),
+  bulkDelayMs: intEnv('BULK_EXPORT_DELAY_MS', 0),
+  bulkMaxPerFile: intEnv('BULK_EXPORT_MAX_PER_FILE', 1000),
+  subscriptions: boolEnv('FHIR_SUBSCRIPTIONS', true),
+  subscriptionTimeoutMs: intEnv('FHIR_SUBSCRIPTION_TIMEOUT_MS', 10000),
+  admin: boolEnv('STACK_ADMIN', false),
 };
 if (config.maxCount < 1) {
   throw new Error('FHIR_MAX_COUNT must be at least 1');
 }
-if (config.tokenTtl < 1) {
-  throw new Error('SMART_TOKEN_TTL must be at least 1');
+for (const name of ['tokenTtl', 'backendTokenTtl', 'bulkMaxPerFile', 'subscriptionTimeoutMs']) {
+  if (config[name] < 1) {
+    throw new Error(`${name} must be at least 1 (see the environment knobs in tests/fhir_stack/README.md)`);
+  }
 }
 
 /** @param {number} port @returns {Promise<import('node:http').Server>} */
@@ -84,21 +115,26 @@ function listen(server, port) {
 
 let fhir;
 let auth;
-const fhirHttp = createServer((req, res) => dispatch(req, res, () => fhir.handle(req, res, controlRoutes)));
-const authHttp = createServer((req, res) => dispatch(req, res, () => authRoute(req, res)));
+const faults = new Faults();
+const fhirHttp = createServer((req, res) => dispatch('fhir', req, res, () => fhir.handle(req, res, controlRoutes)));
+const authHttp = createServer((req, res) => dispatch('auth', req, res, () => authRoute(req, res)));
 // Keep-alive sockets must not delay shutdown.
 for (const s of [fhirHttp, authHttp]) {
   s.keepAliveTimeout = 5000;
 }
 
-/** Wraps a handler with request logging and a last-resort 500. */
-function dispatch(req, res, handler) {
+/** Wraps a handler with request logging, injected faults (STACK_ADMIN) and a last-resort 500. */
+function dispatch(server, req, res, handler) {
   const t0 = Date.now();
   if (config.verbose) {
     res.on('finish', () => log(`${req.method} ${req.url} -> ${res.statusCode} (${Date.now() - t0} ms)`));
   }
   Promise.resolve()
-    .then(handler)
+    .then(async () => {
+      if (!(config.admin && (await faults.apply(server, req, res)))) {
+        await handler();
+      }
+    })
     .catch((err) => {
       log(`unhandled error on ${req.method} ${req.url}: ${err?.stack ?? err}`);
       if (!res.headersSent) {
@@ -142,7 +178,45 @@ const controlRoutes = {
     }
     sendJson(res, 200, { resources: counts });
   },
+  ...adminRoutes(),
 };
+
+/** Test-only admin endpoints (fault injection, token revocation); 404 unless STACK_ADMIN=true. */
+function adminRoutes() {
+  const paths = ['/_admin/faults', '/_admin/revoke-tokens'];
+  if (!config.admin) {
+    const disabled = async (req, res) =>
+      sendJson(res, 404, { error: 'admin endpoints are disabled; start the stack with STACK_ADMIN=true' });
+    return Object.fromEntries(paths.map((p) => [p, disabled]));
+  }
+  return {
+    '/_admin/faults': async (req, res) => {
+      if (req.method === 'GET') {
+        sendJson(res, 200, { faults: faults.list() });
+      } else if (req.method === 'DELETE') {
+        sendJson(res, 200, { cleared: faults.clear() });
+      } else if (req.method === 'POST') {
+        let body;
+        try {
+          body = await readBody(req);
+          const added = (Array.isArray(body) ? body : [body]).map((spec) => faults.add(spec));
+          sendJson(res, 201, { faults: added });
+        } catch (err) {
+          sendJson(res, 400, { error: String(err?.message ?? err) });
+        }
+      } else {
+        sendJson(res, 405, { error: 'GET, POST or DELETE' });
+      }
+    },
+    '/_admin/revoke-tokens': async (req, res) => {
+      if (req.method !== 'POST') {
+        sendJson(res, 405, { error: 'POST only' });
+        return;
+      }
+      sendJson(res, 200, { revoked: await auth.revokeBackendTokens() });
+    },
+  };
+}
 
 /** The SMART test user's Practitioner (the id_token's fhirUser points at it). */
 async function createTestUser() {
@@ -170,6 +244,8 @@ async function main() {
     tokenTtl: config.tokenTtl,
     denyPatients: config.denyPatients,
     extraScopes: config.extraScopes,
+    backendClients: config.backendClients,
+    backendTokenTtl: config.backendTokenTtl,
     log,
   });
   fhir = new FhirServer({
@@ -178,10 +254,12 @@ async function main() {
     maxCount: config.maxCount,
     requireAuth: config.requireAuth,
     staticTokens: config.tokens,
-    validateToken: (token) => auth.validateAccessToken(token),
+    resolveToken: (token) => auth.resolveAccessToken(token),
     smartConfiguration: () => auth.smartConfiguration(),
     oauthUris: { authorize: `${authBase}/auth`, token: `${authBase}/token` },
     seedPaths: config.seeds,
+    bulk: { delayMs: config.bulkDelayMs, maxPerFile: config.bulkMaxPerFile },
+    subscriptions: { enabled: config.subscriptions, timeoutMs: config.subscriptionTimeoutMs },
     log,
   });
   const seeded = await fhir.loadSeeds();
@@ -202,6 +280,15 @@ async function main() {
     default_count: config.defaultCount,
     max_count: config.maxCount,
     token_ttl: config.tokenTtl,
+    token_endpoint: `${authBase}/token`,
+    backend_clients: config.backendClients.map((c) => c.clientId),
+    backend_token_ttl: config.backendTokenTtl,
+    bulk_export: `${fhirBase}/$export`,
+    bulk_export_delay_ms: config.bulkDelayMs,
+    bulk_export_max_per_file: config.bulkMaxPerFile,
+    subscriptions: config.subscriptions,
+    subscription_topics: config.subscriptions ? Object.keys(TOPICS) : [],
+    admin: config.admin,
     seeds: config.seeds,
     seeded_entries: seeded,
     cut_search_parameters: schema.cutParameters,

@@ -12,6 +12,17 @@ Fixtures (all session-scoped):
   (override the fixture to register others).
 * ``fhir_stack_seed_paths`` -> list[Path]: the seed files (override to change them).
 * ``fhir_stack_env`` -> dict[str, str]: extra environment knobs for the session stack (override).
+* ``fhir_stack_backend_clients`` -> list[BackendClient]: SMART Backend Services clients registered
+  on the session stack (``backend-rs384``: RS384, may be granted ``system/*.cruds``;
+  ``backend-es384``: ES384, ``system/*.rs`` only). Get a token with
+  ``fhir_stack.backend_token(client.client_id, client.private_key, "system/*.rs")``.
+
+Helpers on :class:`FhirStack` for the features beyond search: ``backend_token`` /
+``request_backend_token`` / ``backend_session`` (SMART Backend Services), ``bulk_export_url``,
+``set_fault`` / ``clear_faults`` / ``faults`` / ``injected_fault`` and ``revoke_backend_tokens``
+(need a stack started with ``STACK_ADMIN=true``, e.g. ``fhir_stack.start_extra({"STACK_ADMIN":
+"true"})``). Key pairs and client assertions: :mod:`tests.plugins.smart_backend`; a rest-hook
+endpoint for Subscription notifications: :mod:`tests.plugins.rest_hook`.
 
 The process code is shared with ``python -m tests.stack`` (``make stack``) via :func:`start_stack`.
 """
@@ -29,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +50,15 @@ from urllib.parse import urlencode
 import pytest
 import requests
 
+from tests.plugins.smart_backend import (
+    BackendClient,
+    PrivateKey,
+    client_assertion,
+    generate_backend_client,
+    token_request_data,
+    write_backend_clients,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK_DIR = REPO_ROOT / "tests" / "fhir_stack"
 STACK_SCRIPT = STACK_DIR / "stack.mjs"
@@ -46,8 +67,8 @@ DEFAULT_TOKEN = "cds-test-token"
 DEFAULT_CLIENT_ID = "smart-app"
 START_TIMEOUT_S = float(os.environ.get("FHIR_STACK_START_TIMEOUT", "60"))
 # Inherited variables that would change the stack behind the fixture's back.
-_SANITIZED_PREFIXES = ("FHIR_", "SMART_")
-_SANITIZED_NAMES = ("AUTH_PORT",)
+_SANITIZED_PREFIXES = ("FHIR_", "SMART_", "BULK_")
+_SANITIZED_NAMES = ("AUTH_PORT", "STACK_ADMIN")
 
 
 # stdout reader thread per stack process id (joined when the process is stopped)
@@ -178,6 +199,8 @@ class FhirStack:
     seed_paths: list[Path]
     http: requests.Session = field(repr=False)
     """A session with ``Authorization: Bearer {token}`` and FHIR JSON ``Accept``."""
+    backend_clients: list[BackendClient] = field(default_factory=list, repr=False)
+    """SMART Backend Services clients registered at start (``SMART_BACKEND_CLIENTS``)."""
     _extras: list[FhirStack] = field(default_factory=list, repr=False)
     _workdir: Path | None = field(default=None, repr=False)
 
@@ -206,6 +229,21 @@ class FhirStack:
     @property
     def token_url(self) -> str:
         return f"{self.auth_base}/token"
+
+    @property
+    def admin_url(self) -> str:
+        """Test-only admin endpoints (``STACK_ADMIN=true``): ``/faults``, ``/revoke-tokens``."""
+        return f"{self.fhir_origin}/_admin"
+
+    def bulk_export_url(self, level: str = "system", group_id: str | None = None) -> str:
+        """Kick-off URL: level ``system`` ($export), ``patient`` (Patient/$export) or ``group``."""
+        if level == "system":
+            return f"{self.fhir_base}/$export"
+        if level == "patient":
+            return f"{self.fhir_base}/Patient/$export"
+        if level == "group" and group_id:
+            return f"{self.fhir_base}/Group/{group_id}/$export"
+        raise ValueError("level must be system, patient or group (with group_id)")
 
     def ehr_launch_url(
         self,
@@ -267,6 +305,115 @@ class FhirStack:
             raise FhirStackError(f"loading {source}: {len(failures)} entries failed: {failures[:5]}")
         return result
 
+    # ---------------------------------------------------------------- SMART Backend Services
+
+    def backend_client(self, client_id: str) -> BackendClient:
+        """A backend client registered on this stack (with its private key)."""
+        for client in self.backend_clients:
+            if client.client_id == client_id:
+                return client
+        known = [c.client_id for c in self.backend_clients]
+        raise KeyError(f"no backend client {client_id!r}; registered: {known}")
+
+    def request_backend_token(
+        self,
+        client_id: str,
+        private_key: PrivateKey | str | bytes,
+        scope: str,
+        *,
+        assertion: str | None = None,
+        **assertion_kwargs: Any,
+    ) -> requests.Response:
+        """POSTs a client_credentials token request (for negative tests: any response comes back).
+
+        ``assertion`` replaces the signed client assertion; otherwise ``assertion_kwargs`` go to
+        :func:`tests.plugins.smart_backend.client_assertion` (``lifetime_s``, ``jti``, ``claims``...).
+        """
+        signed = assertion or client_assertion(client_id, private_key, self.token_url, **assertion_kwargs)
+        return requests.post(self.token_url, data=token_request_data(signed, scope), timeout=30)
+
+    def backend_token(
+        self, client_id: str, private_key: PrivateKey | str | bytes, scope: str, **assertion_kwargs: Any
+    ) -> dict[str, Any]:
+        """The token response (``access_token``, ``token_type``, ``expires_in``, ``scope``) of a
+        backend client; raises :class:`FhirStackError` unless the server answers 200."""
+        resp = self.request_backend_token(client_id, private_key, scope, **assertion_kwargs)
+        if resp.status_code != 200:
+            raise FhirStackError(
+                f"backend token for {client_id} failed: HTTP {resp.status_code}: {resp.text[:500]}"
+            )
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def backend_session(self, client: BackendClient | str, scope: str | None = None) -> requests.Session:
+        """A session carrying a fresh backend access token (scope defaults to the client's)."""
+        found = self.backend_client(client) if isinstance(client, str) else client
+        token = self.backend_token(found.client_id, found.private_key, scope or found.scope)
+        return self.session(str(token["access_token"]))
+
+    # ---------------------------------------------------------------- admin (STACK_ADMIN=true)
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        resp = requests.request(method, f"{self.admin_url}/{path}", json=body, timeout=30)
+        if resp.status_code not in (200, 201):
+            raise FhirStackError(f"{method} /_admin/{path}: HTTP {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def set_fault(
+        self,
+        path_prefix: str,
+        *,
+        status: int | None = None,
+        delay_ms: int = 0,
+        count: int = 1,
+        method: str | None = None,
+        server: str = "fhir",
+        retry_after_s: int | None = None,
+        reset_connection: bool = False,
+    ) -> dict[str, Any]:
+        """Makes the next ``count`` requests whose path starts with ``path_prefix`` (e.g.
+        ``/fhir/Observation``; ``server="auth"`` for the token endpoint) wait ``delay_ms``, then
+        answer ``status`` (401 carries ``WWW-Authenticate: Bearer error="invalid_token"``) or lose
+        their connection. Returns the fault as the server stored it."""
+        spec: dict[str, Any] = {
+            "path_prefix": path_prefix,
+            "status": status,
+            "delay_ms": delay_ms,
+            "count": count,
+            "server": server,
+            "reset_connection": reset_connection,
+        }
+        if method is not None:
+            spec["method"] = method
+        if retry_after_s is not None:
+            spec["retry_after_s"] = retry_after_s
+        fault: dict[str, Any] = self._admin("POST", "faults", spec)["faults"][0]
+        return fault
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The injected faults with ``remaining`` and ``hits``."""
+        found: list[dict[str, Any]] = self._admin("GET", "faults")["faults"]
+        return found
+
+    def clear_faults(self) -> int:
+        """Removes every injected fault; returns how many there were."""
+        return int(self._admin("DELETE", "faults")["cleared"])
+
+    @contextmanager
+    def injected_fault(self, path_prefix: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """``with stack.injected_fault("/fhir/Observation", status=503):`` -- cleared on exit."""
+        fault = self.set_fault(path_prefix, **kwargs)
+        try:
+            yield fault
+        finally:
+            self.clear_faults()
+
+    def revoke_backend_tokens(self) -> int:
+        """Invalidates every backend access token issued so far (clients must re-authenticate)."""
+        return int(self._admin("POST", "revoke-tokens")["revoked"])
+
+    # ---------------------------------------------------------------- data
+
     def reset(self, *, seed: bool = True) -> int:
         """Deletes all data; reloads the seed files unless ``seed=False``. Returns entries loaded."""
         resp = requests.post(
@@ -299,13 +446,15 @@ class FhirStack:
         *,
         seeds: Sequence[Path] | None = None,
         redirect_uris: Sequence[str] | None = None,
+        backend_clients: Sequence[BackendClient | Mapping[str, Any]] | None = None,
     ) -> FhirStack:
         """Starts another stack on new free ports with different knobs, e.g.
-        ``{"FHIR_MAX_COUNT": "2"}`` or ``{"SMART_TOKEN_TTL": "1"}``.
+        ``{"FHIR_MAX_COUNT": "2"}``, ``{"SMART_TOKEN_TTL": "1"}`` or ``{"STACK_ADMIN": "true"}``.
 
-        It uses this stack's seed files unless ``seeds`` is given (``[]`` for an empty server) and
-        this stack's redirect URIs unless ``redirect_uris`` is given. It is stopped together with
-        this stack, or earlier with :meth:`stop` / ``with fhir_stack.start_extra(...) as extra:``.
+        It uses this stack's seed files unless ``seeds`` is given (``[]`` for an empty server),
+        this stack's redirect URIs unless ``redirect_uris`` is given and this stack's backend
+        clients unless ``backend_clients`` is given. It is stopped together with this stack, or
+        earlier with :meth:`stop` / ``with fhir_stack.start_extra(...) as extra:``.
         """
         extra = start_stack(
             env=env or {},
@@ -313,6 +462,7 @@ class FhirStack:
             redirect_uris=list(self.redirect_uris if redirect_uris is None else redirect_uris),
             app_port=self.app_port,
             seeds_prepared=seeds is None,
+            backend_clients=self.backend_clients if backend_clients is None else backend_clients,
         )
         self._extras.append(extra)
         return extra
@@ -410,11 +560,14 @@ def start_stack(
     inherit_knobs: bool = False,
     seeds_prepared: bool = False,
     timeout: float = START_TIMEOUT_S,
+    backend_clients: Sequence[BackendClient | Mapping[str, Any]] = (),
 ) -> FhirStack:
     """Starts ``node tests/fhir_stack/stack.mjs`` and waits until it is ready.
 
     Port 0 lets the OS choose a free port (the actual ports come back in the ready line).
     ``env`` overrides any knob (FHIR_BEARER_TOKENS, FHIR_MAX_COUNT, SMART_TOKEN_TTL, ...).
+    ``backend_clients`` are registered through a ``SMART_BACKEND_CLIENTS`` file in the stack's
+    temporary directory (:class:`BackendClient` objects or raw registration dicts).
     Raises :class:`FhirStackError` with the process's stderr when start-up fails.
     """
     node = shutil.which("node")
@@ -450,6 +603,9 @@ def start_stack(
         "SMART_REDIRECT_URIS": ",".join(uris),
         "FHIR_SEED": "",
     }
+    if backend_clients:
+        registry = write_backend_clients(backend_clients, workdir / "backend-clients.json")
+        knobs["SMART_BACKEND_CLIENTS"] = str(registry)
     for key, value in knobs.items():
         if not inherit_knobs or key not in child_env:
             child_env[key] = value
@@ -510,6 +666,7 @@ def start_stack(
         env=child_env,
         seed_paths=seeds,
         http=http,
+        backend_clients=[c for c in backend_clients if isinstance(c, BackendClient)],
         _workdir=workdir,
     )
 
@@ -542,11 +699,21 @@ def fhir_stack_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def fhir_stack_backend_clients() -> list[BackendClient]:
+    """Backend services clients registered on the session stack (override to change them)."""
+    return [
+        generate_backend_client("backend-rs384", alg="RS384", scope="system/*.cruds"),
+        generate_backend_client("backend-es384", alg="ES384", scope="system/*.rs"),
+    ]
+
+
+@pytest.fixture(scope="session")
 def fhir_stack(
     fhir_stack_app_port: int,
     smart_redirect_uris: list[str],
     fhir_stack_seed_paths: list[Path],
     fhir_stack_env: dict[str, str],
+    fhir_stack_backend_clients: list[BackendClient],
 ) -> Iterator[FhirStack]:
     """The session's FHIR R4 + SMART stack on free 127.0.0.1 ports (stopped at session end)."""
     stack = start_stack(
@@ -554,6 +721,7 @@ def fhir_stack(
         seed_paths=fhir_stack_seed_paths,
         redirect_uris=smart_redirect_uris,
         app_port=fhir_stack_app_port,
+        backend_clients=fhir_stack_backend_clients,
     )
     try:
         yield stack
