@@ -24,9 +24,11 @@ def classic_file(tmp_path: Path) -> Path:
         patient(),
         car_t(),
         crs(2, day(1), day(5)),
-        lab("ferritin", 21000, "ng/mL", 12, high=300),
-        lab("fibrinogen", 110, "mg/dL", 12),
         lab("ferritin", 300, "ng/mL", -1, high=300),
+        lab("ferritin", 1500, "ng/mL", 3, high=300),  # the CRS peak
+        lab("ferritin", 700, "ng/mL", 8, high=300),  # falling after CRS
+        lab("ferritin", 21000, "ng/mL", 12, high=300),  # rising again: the IEC-HS signal
+        lab("fibrinogen", 110, "mg/dL", 12),
     )
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(data))

@@ -11,6 +11,13 @@ from tests.engine_helpers import KB, criterion, lab, run
 from tests.fhir_builders import condition, crs, day, medication, patient, procedure
 
 RESOLVED_CRS = crs(2, day(1), day(5))
+# The ferritin course of that CRS: baseline 400, peak 1800 on day 3, falling to 900 on day 8. IEC-HS is a
+# rise again from there (the signal [D]); an elevated value alone is the expected course after CRS.
+CRS_FERRITIN = [
+    lab("ferritin", 400, "ng/mL", -1, high=300),
+    lab("ferritin", 1800, "ng/mL", 3, high=300),
+    lab("ferritin", 900, "ng/mL", 8, high=300),
+]
 
 
 def iec(*resources: dict[str, Any], **kw: Any) -> Any:
@@ -21,7 +28,7 @@ def classic(**overrides: Any) -> list[dict[str, Any]]:
     """Resolved CRS, then ferritin > 2 x ULN with hypofibrinogenemia and transaminitis."""
     base = [
         RESOLVED_CRS,
-        lab("ferritin", 400, "ng/mL", -1, high=300),
+        *CRS_FERRITIN,
         lab("ferritin", 21000, "ng/mL", 12, high=300),
         lab("fibrinogen", 120, "mg/dL", 12, low=200, high=400),
         lab("ast", 250, "U/L", 12, high=40),
@@ -36,10 +43,12 @@ def classic(**overrides: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(("peak", "expected"), [(600, "not-met"), (601, "met")])
 def test_ferritin_over_2x_uln(peak: float, expected: str) -> None:
-    # baseline 400 (2 x = 800) so only the ULN rule can decide; no rise >= 2-fold within 72 h
+    # baseline 400 (2 x = 800) so only the ULN rule can decide; no rise >= 2-fold within 72 h; 550 during
+    # CRS (not elevated), so the value on day 12 is the first elevated after CRS resolved (the signal [D])
     resources = [
         RESOLVED_CRS,
         lab("ferritin", 400, "ng/mL", -1, high=300),
+        lab("ferritin", 550, "ng/mL", 3, high=300),
         lab("ferritin", 500, "ng/mL", 9, high=300),
         lab("ferritin", peak, "ng/mL", 12, high=300),
     ]
@@ -51,6 +60,7 @@ def test_ferritin_over_2x_baseline(peak: float, expected: str) -> None:
     resources = [
         RESOLVED_CRS,
         lab("ferritin", 200, "ng/mL", -1, high=1000),
+        lab("ferritin", 380, "ng/mL", 3, high=1000),  # during CRS, not elevated
         lab("ferritin", 390, "ng/mL", 8, high=1000),
         lab("ferritin", peak, "ng/mL", 12, high=1000),
     ]
@@ -112,7 +122,7 @@ def test_grade_5_death() -> None:
     from cds_service.engine import evaluate
     from tests.fhir_builders import bundle, car_t
 
-    dead = patient(deceasedDateTime="2026-03-13T06:00:00Z")
+    dead = patient(deceasedDateTime=day(12, 18).isoformat())  # after the onset (the rise, day 12)
     result = evaluate(
         bundle(dead, car_t(), *classic(), medication(None, "ondansetron", day(12))), at=day(13), knowledge=KB
     )
@@ -129,6 +139,7 @@ def test_steroids_given_for_crs_before_onset_do_not_raise_the_grade() -> None:
 def test_grade_is_a_minimum_when_grading_data_were_not_supplied() -> None:
     minimal = [
         RESOLVED_CRS,
+        *CRS_FERRITIN,
         lab("ferritin", 21000, "ng/mL", 12, high=300),
         lab("fibrinogen", 100, "mg/dL", 12),
     ]
@@ -156,6 +167,7 @@ def test_resolving_crs_counts_for_onset() -> None:
     resolving = [
         crs(3, day(2)),
         crs(1, day(6)),
+        *CRS_FERRITIN,
         lab("ferritin", 21000, "ng/mL", 12, high=300),
         lab("fibrinogen", 100, "mg/dL", 12),
     ]
@@ -164,10 +176,46 @@ def test_resolving_crs_counts_for_onset() -> None:
     assert result.status == "met"
 
 
-def test_no_crs_recorded_leaves_onset_unknown() -> None:
-    result = iec(lab("ferritin", 21000, "ng/mL", 12, high=300), lab("fibrinogen", 100, "mg/dL", 12))
+def test_no_crs_recorded_leaves_onset_unknown_and_the_status_at_most_possible() -> None:
+    result = iec(
+        *CRS_FERRITIN, lab("ferritin", 21000, "ng/mL", 12, high=300), lab("fibrinogen", 100, "mg/dL", 12)
+    )
     assert criterion(result.criteria, "onset").status == "unknown"
-    assert result.status == "indeterminate"
+    assert criterion(result.criteria, "ferritin").status == "met"
+    assert criterion(result.criteria, "hypofibrinogenemia").status == "met"
+    assert result.status == "possible"
+    assert result.gaps[0] == "CRS course unknown"
+
+
+def test_a_single_ferritin_cannot_show_a_second_rise() -> None:
+    result = iec(
+        RESOLVED_CRS, lab("ferritin", 21000, "ng/mL", 12, high=300), lab("fibrinogen", 100, "mg/dL", 12)
+    )
+    assert criterion(result.criteria, "ferritin").status == "unknown"
+    assert result.status == "possible"
+    assert "one ferritin value: a second rise cannot be judged" in result.gaps
+
+
+def test_death_before_the_onset_is_not_grade_5() -> None:
+    from cds_service.engine import evaluate
+    from tests.fhir_builders import bundle, car_t
+
+    dead = patient(deceasedDateTime=day(11, 18).isoformat())  # 6 h before the rise on day 12
+    result = evaluate(bundle(dead, car_t(), *classic()), at=day(13), knowledge=KB)
+    assert IEC_HS.result(result.instruments).status == "met"
+    assert IEC_HS.result(result.instruments).grade != 5
+
+
+def test_a_death_without_a_time_is_not_placed_after_the_onset() -> None:
+    from cds_service.engine import evaluate
+    from tests.fhir_builders import bundle, car_t
+
+    dead = patient(deceasedBoolean=True)
+    iec_result = IEC_HS.result(
+        evaluate(bundle(dead, car_t(), *classic()), at=day(13), knowledge=KB).instruments
+    )
+    assert iec_result.grade != 5
+    assert any("time of death" in item for item in iec_result.grade_missing)
 
 
 def test_worsening_after_initial_improvement_with_crs_directed_therapy() -> None:

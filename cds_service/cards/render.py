@@ -43,6 +43,8 @@ def _summary_key(result: EvaluationResult, assessment: Assessment) -> str:
     status = IEC_HS.result(result.instruments).status
     if status == "met":
         return "met"
+    if status == "possible":
+        return "indeterminate_concerning"
     if status == "indeterminate":
         return "indeterminate_concerning" if assessment.concerning else "indeterminate"
     hscore = HSCORE.result(result.instruments)

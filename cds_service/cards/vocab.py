@@ -56,14 +56,17 @@ STATEMENTS: dict[str, frozenset[str]] = {
 
 # Labels (`labels` in templates.yaml) the renderer uses, with their placeholders.
 LABELS: dict[str, frozenset[str]] = {
-    **{key: frozenset() for key in ("met", "not-met", "unknown", "indeterminate", "not-applicable")},
+    **{
+        key: frozenset()
+        for key in ("met", "possible", "not-met", "unknown", "indeterminate", "not-applicable")
+    },
     **{key: frozenset() for key in ("fulfilled", "not_fulfilled", "undecided", "grade_unknown")},
     "grade": frozenset({"grade"}),
     "grade_minimum": frozenset({"grade"}),
     "timing": frozenset({"day", "product"}),
     "timing_no_day": frozenset({"product"}),
     **{key: frozenset() for key in ("applies_now", "not_now", "if_confirmed", "no_dose")},
-    **{f"crs_{key}": frozenset() for key in ("none-recorded", "active", "resolving", "resolved")},
+    **{f"crs_{key}": frozenset() for key in ("none", "unknown", "active", "resolving", "resolved")},
     **{f"line_{key}": frozenset() for key in ("supportive", "first", "second", "salvage", "caution")},
 }
 

@@ -13,6 +13,7 @@ from datetime import datetime
 from operator import attrgetter
 
 from cds_service.engine.config import EngineConfig
+from cds_service.engine.crs import CrsCourse
 from cds_service.engine.knowledge import Knowledge, Threshold
 from cds_service.engine.model import (
     CrsEpisode,
@@ -24,6 +25,7 @@ from cds_service.engine.model import (
     ProcedureEvent,
     Therapy,
 )
+from cds_service.engine.rows import DeviceRow, DocumentedRow
 
 _VALUE = attrgetter("value")
 
@@ -41,6 +43,10 @@ class Context:
     therapy: Therapy
     crs: list[CrsEpisode]
     patient: PatientInfo
+    crs_course: CrsCourse
+    infusions: tuple[datetime, ...] = ()  # every IEC infusion at or before `at`
+    devices: list[DeviceRow] = field(default_factory=list)  # oxygen device rows at or before `at`
+    documented: list[DocumentedRow] = field(default_factory=list)  # documented grade rows, likewise
     supplied_types: frozenset[str] = frozenset()
     _times: dict[str, list[datetime]] = field(default_factory=dict)
     # The instruments ask for the same worst values (ferritin over the window, ...): found once each.

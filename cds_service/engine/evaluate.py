@@ -1,36 +1,40 @@
-"""The pipeline: resources -> normalized observations -> timeline -> instruments -> result."""
+"""The pipeline: resources -> record (read once) -> the record at an instant -> instruments -> result.
+
+`evaluate(data, at=...)` reads and evaluates one instant; `evaluate_course(record, instants)` evaluates
+one record at many instants (a replay, a course report) for the cost of one read.
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 from cds_service import __version__
+from cds_service.engine.conditions import findings_at
 from cds_service.engine.config import EngineConfig
 from cds_service.engine.context import Context
-from cds_service.engine.events import drug_events, findings_from_conditions, procedure_events
+from cds_service.engine.crs import CrsInputs, crs_course
 from cds_service.engine.instruments.registry import REGISTRY, evaluate_all
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import (
     DataIssue,
     DataQuality,
     EvaluationResult,
+    FindingRecord,
     Instruments,
     LabValue,
     MissingData,
 )
-from cds_service.engine.observations import ObservationNormalizer
-from cds_service.engine.resources import collect
-from cds_service.engine.timeline import (
-    crs_episodes,
-    find_therapy,
-    patient_info,
-    with_lymphodepletion,
-)
+from cds_service.engine.record import Record, read_record
+from cds_service.engine.rows import Rows
+from cds_service.engine.timeline import patient_at, therapy_at
 
 _TIME = attrgetter("time")
+MissingReason = Literal["no-value", "no-baseline"]
+MISSING_REASONS: dict[str, MissingReason] = {"": "no-value", "baseline": "no-baseline"}
 
 
 def _drop_future(
@@ -73,34 +77,73 @@ def evaluate(
     `knowledge` is the caller's (the app's, the CLI's): there is no module-level default, so a site's own
     mappings are used on every path. Raises InputError if `data` is none of the above.
     """
-    kb = knowledge
-    config = config or EngineConfig.from_knowledge(kb)
+    return evaluate_at(read_record(data, knowledge=knowledge, config=config), at)
+
+
+def evaluate_course(record: Record, instants: Iterable[datetime]) -> Iterator[EvaluationResult]:
+    """The record evaluated at each instant (each sees only what was on record then)."""
+    for at in instants:
+        yield evaluate_at(record, at)
+
+
+def _documented_findings(rows: Rows, at: datetime) -> dict[str, FindingRecord]:
+    """A documented ICANS grade > 0 is the ICANS finding (the site's flowsheet says so)."""
+    icans = [r for r in rows.documented if r.kind == "icans_grade" and r.time <= at and r.value > 0]
+    if not icans:
+        return {}
+    return {"icans": FindingRecord("icans", "present", icans[0].resource_id, icans[0].time)}
+
+
+def evaluate_at(record: Record, at: datetime | None = None) -> EvaluationResult:
+    """The record as it was at `at` (default: now), every registered instrument evaluated on it."""
+    kb, config = record.kb, record.config
     explicit_at = at is not None
     at = (at or datetime.now(UTC)).astimezone(UTC)
-    resources = collect(data)
-    issues = list(resources.issues)
-    normalizer = ObservationNormalizer(kb)
-    labs = normalizer.normalize(resources.by_type.get("Observation", []))
-    issues += normalizer.issues
-    labs = _drop_future(labs, at, explicit_at, timedelta(minutes=config.future_tolerance_minutes), issues)
-    conditions = resources.by_type.get("Condition", [])
-    drugs = drug_events(kb, resources, at, issues)
-    procedures = procedure_events(kb, resources.by_type.get("Procedure", []), at)
-    therapy = with_lymphodepletion(find_therapy(kb, resources, at), drugs, procedures)
-    crs = crs_episodes(kb, conditions, at)
+    issues = list(record.issues)
+    labs = _drop_future(
+        record.labs, at, explicit_at, timedelta(minutes=config.future_tolerance_minutes), issues
+    )
+    drugs = [d for d in record.drugs if d.time <= at]
+    procedures = [p for p in record.procedures if p.time <= at]
+    therapy = therapy_at(kb, record.infusions, drugs, procedures, at)
+    patient = patient_at(record.patients, labs, at)
+    infused = tuple(i.time for i in record.infusions if i.time <= at)
+    rows = Rows(
+        devices=[r for r in record.rows.devices if r.time <= at],
+        documented=[r for r in record.rows.documented if r.time <= at],
+    )
+    course = crs_course(
+        CrsInputs(
+            kb=kb,
+            at=at,
+            infusions=infused,
+            labs=labs,
+            devices=rows.devices,
+            procedures=procedures,
+            drugs=drugs,
+            documented=rows.documented,
+            conditions=record.conditions,
+            age_years=patient.age_years,
+        )
+    )
+    findings = {**_documented_findings(rows, at), **findings_at(record.conditions, at)}
     ctx = Context(
         kb=kb,
         config=config,
         at=at,
         window_start=at - config.lookback,
         labs=labs,
-        findings=findings_from_conditions(kb, conditions, at),
+        findings=findings,
         drugs=drugs,
         procedures=procedures,
         therapy=therapy,
-        crs=crs,
-        patient=patient_info(resources.by_type.get("Patient", []), labs, at),
-        supplied_types=frozenset(t for t, items in resources.by_type.items() if items),
+        crs=list(course.episodes),
+        patient=patient,
+        crs_course=course,
+        infusions=infused,
+        devices=rows.devices,
+        documented=rows.documented,
+        supplied_types=record.supplied_types,
     )
     instruments = evaluate_all(ctx)
     return EvaluationResult(
@@ -109,15 +152,15 @@ def evaluate(
         window_start=ctx.window_start,
         patient=ctx.patient,
         therapy=therapy,
-        crs=tuple(crs),
-        crs_status=crs[-1].status if crs else "none-recorded",
+        crs=course.episodes,
+        crs_status=course.status,
         instruments=instruments,
         missing_data=missing_data(kb, instruments),
         data_quality=DataQuality(
-            resources_seen=resources.seen,
+            resources_seen=record.resources_seen,
             observations_used=sum(len(v) for v in labs.values()),
             issues=tuple(issues),
-            fallback_ranges=tuple(sorted(normalizer.fallback_analytes)),
+            fallback_ranges=record.fallback_ranges,
         ),
         drugs=tuple(drugs),
         procedures=tuple(procedures),
@@ -128,21 +171,26 @@ def evaluate(
 
 
 def missing_data(kb: Knowledge, instruments: Instruments) -> tuple[MissingData, ...]:
-    """Analytes whose absence leaves a criterion undecided, with the LOINC code to order them by."""
-    needed: dict[str, list[str]] = {}
+    """Analytes whose absence leaves a criterion undecided, with the LOINC code to order them by: either no
+    value in the window ("no-value"), or a value but no baseline to judge it by ("no-baseline")."""
+    needed: dict[tuple[str, MissingReason], list[str]] = {}
     for instrument in REGISTRY:
         for criterion in instruments[instrument.id].criteria:
             if criterion.status != "unknown":
                 continue
             for item in criterion.missing:
-                if item in kb.analytes:
-                    users = needed.setdefault(item, [])
+                analyte, _, what = item.partition(" ")
+                reason = MISSING_REASONS.get(what)
+                if analyte in kb.analytes and reason is not None:
+                    users = needed.setdefault((analyte, reason), [])
                     if instrument.key not in users:
                         users.append(instrument.key)
     order = list(kb.analytes)
     return tuple(
-        MissingData(analyte, kb.display(analyte), kb.first_loinc(analyte), tuple(users))
-        for analyte, users in sorted(needed.items(), key=lambda item: order.index(item[0]))
+        MissingData(analyte, kb.display(analyte), kb.first_loinc(analyte), tuple(users), reason)
+        for (analyte, reason), users in sorted(
+            needed.items(), key=lambda item: (order.index(item[0][0]), item[0][1])
+        )
     )
 
 

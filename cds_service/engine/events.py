@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from cds_service.engine.catalog import NDC, RXNORM
@@ -10,12 +9,13 @@ from cds_service.engine.fhirutil import (
     codings,
     concept_label,
     concept_text,
+    period_end,
     period_start,
     reference_id,
     resource_key,
 )
 from cds_service.engine.knowledge import Knowledge
-from cds_service.engine.model import DataIssue, DrugEvent, FindingRecord, ProcedureEvent
+from cds_service.engine.model import DataIssue, DrugEvent, ProcedureEvent
 from cds_service.engine.resources import ResourceSet
 
 EXCLUDED = frozenset({"entered-in-error", "not-done", "cancelled", "stopped-before-start"})
@@ -51,27 +51,7 @@ def clinical_status(resource: dict[str, Any]) -> str:
     return next((code for _, code, _ in codings(resource.get("clinicalStatus"))), "")
 
 
-def findings_from_conditions(
-    kb: Knowledge, conditions: list[dict[str, Any]], at: datetime
-) -> dict[str, FindingRecord]:
-    """Present if a matching Condition is not refuted; absent only if one is refuted; else unknown."""
-    records: dict[str, FindingRecord] = {}
-    for resource in conditions:
-        if verification(resource) == "entered-in-error":
-            continue
-        onset = period_start(resource, "onsetDateTime", "onsetPeriod", "recordedDate")
-        if onset is not None and onset > at:
-            continue
-        names = _finding_names(kb, resource.get("code"))
-        state: Literal["present", "absent"] = "absent" if verification(resource) == "refuted" else "present"
-        for name in names:
-            previous = records.get(name)
-            if previous is None or (previous.state == "absent" and state == "present"):
-                records[name] = FindingRecord(name, state, resource_key(resource), onset)
-    return records
-
-
-def _finding_names(kb: Knowledge, concept: Any) -> tuple[str, ...]:
+def finding_names(kb: Knowledge, concept: Any) -> tuple[str, ...]:
     names: list[str] = []
     for system, code, _ in codings(concept):
         names.extend(kb.finding_codes.get((system, code), ()))
@@ -129,9 +109,10 @@ def medication_concept(resources: ResourceSet, resource: dict[str, Any]) -> Any:
     return target.get("code") if target else None
 
 
-def drug_events(
-    kb: Knowledge, resources: ResourceSet, at: datetime, issues: list[DataIssue]
-) -> list[DrugEvent]:
+def drug_events(kb: Knowledge, resources: ResourceSet, issues: list[DataIssue]) -> list[DrugEvent]:
+    """Every recognised drug given, ordered or stated, at any time, sorted by start (the evaluation instant
+    cuts them later: engine.record). An administration with an effectivePeriod is an infusion: its end is
+    kept (None while it runs)."""
     events: list[DrugEvent] = []
     for rtype, fields in MED_TIME_FIELDS.items():
         for resource in resources.by_type.get(rtype, []):
@@ -151,8 +132,7 @@ def drug_events(
             if time is None:
                 issues.append(DataIssue(resource_key(resource), "medication without a usable time: excluded"))
                 continue
-            if time > at:
-                continue
+            period = isinstance(resource.get("effectivePeriod"), dict) and "effectiveDateTime" not in resource
             events.append(
                 DrugEvent(
                     drug_class=cls,
@@ -161,6 +141,8 @@ def drug_events(
                     resource_id=resource_key(resource),
                     source=MED_SOURCE[rtype],
                     text=concept_label(concept),
+                    end=period_end(resource, "effectivePeriod") if period else None,
+                    period=period,
                 )
             )
     events.sort(key=lambda e: e.time)
@@ -178,16 +160,27 @@ def procedure_kind(kb: Knowledge, concept: Any) -> str | None:
     return None
 
 
-def procedure_events(kb: Knowledge, procedures: list[dict[str, Any]], at: datetime) -> list[ProcedureEvent]:
+def procedure_events(kb: Knowledge, procedures: list[dict[str, Any]]) -> list[ProcedureEvent]:
+    """Every recognised procedure at any time, sorted by start; a performedPeriod keeps its end."""
     events: list[ProcedureEvent] = []
     for resource in procedures:
         if excluded(resource):
             continue
         kind = procedure_kind(kb, resource.get("code"))
         time = period_start(resource, "performedDateTime", "performedPeriod")
-        if kind is None or time is None or time > at:
+        if kind is None or time is None:
             continue
-        events.append(ProcedureEvent(kind, time, resource_key(resource), concept_label(resource.get("code"))))
+        period = isinstance(resource.get("performedPeriod"), dict) and "performedDateTime" not in resource
+        events.append(
+            ProcedureEvent(
+                kind,
+                time,
+                resource_key(resource),
+                concept_label(resource.get("code")),
+                end=period_end(resource, "performedPeriod") if period else None,
+                period=period,
+            )
+        )
     events.sort(key=lambda e: e.time)
     return events
 

@@ -94,6 +94,12 @@ def period_start(resource: dict[str, Any], *names: str) -> datetime | None:
     return None
 
 
+def period_end(resource: dict[str, Any], name: str) -> datetime | None:
+    """The end of the Period element `name`, if it is a Period with a usable end."""
+    value = resource.get(name)
+    return parse_datetime(value.get("end")) if isinstance(value, dict) else None
+
+
 def concept_label(concept: Any) -> str:
     """A short human label: code.text, else the first display, else the first code."""
     if not isinstance(concept, dict):

@@ -9,7 +9,10 @@ from typing import ClassVar, Literal, Protocol
 
 import msgspec
 
-Status = Literal["met", "not-met", "unknown"]
+Status = Literal["met", "not-met", "unknown", "not-applicable"]
+CrsStatus = Literal["none", "unknown", "active", "resolving", "resolved"]
+CrsSource = Literal["condition", "documented", "inferred"]
+IecStatus = Literal["met", "possible", "not-met", "indeterminate", "not-applicable"]
 FindingState = Literal["present", "absent", "unknown"]
 
 
@@ -68,11 +71,12 @@ class FindingRecord:
     state: FindingState
     resource_id: str | None = None
     onset: datetime | None = None
+    severity: str = ""  # the Condition's severity codes and text, lower case
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DrugEvent:
-    """A drug given (or ordered) at a time, by drug class."""
+    """A drug given (or ordered) at a time, by drug class; an infusion has an end (None while it runs)."""
 
     drug_class: str
     role: str
@@ -80,6 +84,8 @@ class DrugEvent:
     resource_id: str
     source: Literal["administration", "request", "statement"]
     text: str
+    end: datetime | None = None
+    period: bool = False  # an effectivePeriod (an infusion), not a single administration time
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +94,15 @@ class ProcedureEvent:
     time: datetime
     resource_id: str
     text: str
+    end: datetime | None = None  # the end of a performedPeriod (None: a single time, or still running)
+    period: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CrsEpisode:
-    """A cytokine release syndrome episode from coded Conditions."""
+    """A cytokine release syndrome episode as known at the evaluation instant, merged from its sources:
+    coded Conditions, documented grades (flowsheet rows) and raw data (inferred by the ASTCT 2019 grading).
+    `source` is the most authoritative one that contributed; `evidence` holds what each said."""
 
     onset: datetime | None
     abatement: datetime | None
@@ -100,6 +110,8 @@ class CrsEpisode:
     latest_grade: int | None
     status: Literal["active", "resolving", "resolved"]
     resource_ids: tuple[str, ...]
+    source: CrsSource = "condition"
+    evidence: tuple[Evidence, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +214,7 @@ class GradeFact:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IecHsResult:
-    status: Literal["met", "not-met", "indeterminate", "not-applicable"]
+    status: IecStatus
     criteria: tuple[CriterionResult, ...]
     grade: int | None
     grade_label: str | None
@@ -215,6 +227,7 @@ class IecHsResult:
     grading_unverified: bool
     alternatives: str
     summary: str
+    gaps: tuple[str, ...] = ()  # what keeps the status from being decided further, most decisive first
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +236,31 @@ class MissingData:
     display: str
     loinc: str | None
     needed_by: tuple[str, ...]
+    reason: Literal["no-value", "no-baseline"] = "no-value"  # no result in the window / no baseline value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DayGrade:
+    """The highest CRS grade on one calendar day after infusion, and where it was read."""
+
+    day: int
+    date: str
+    grade: int
+    source: CrsSource
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrsGradeResult:
+    """ASTCT 2019 CRS grade: today's (last 24 h), the maximum, per day, with each criterion's evidence."""
+
+    status: CrsStatus
+    current_grade: int | None
+    max_grade: int | None
+    grade_by_day: tuple[DayGrade, ...]
+    criteria: tuple[CriterionResult, ...]
+    citation: str
+    unverified: bool
+    summary: str
 
 
 class InstrumentResult(Protocol):
@@ -294,7 +332,7 @@ class EvaluationResult:
     patient: PatientInfo
     therapy: Therapy
     crs: tuple[CrsEpisode, ...]
-    crs_status: Literal["none-recorded", "active", "resolving", "resolved"]
+    crs_status: CrsStatus
     instruments: Instruments
     missing_data: tuple[MissingData, ...]
     data_quality: DataQuality

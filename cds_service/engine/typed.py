@@ -75,6 +75,10 @@ class TypedObservation(msgspec.Struct, tag="Observation", tag_field="resourceTyp
     effectivePeriod: Any = UNSET
     issued: Any = UNSET
     valueQuantity: Quantity | UnsetType = UNSET
+    # Non-numeric values: an oxygen device row, a documented grade (engine.rows reads them as plain JSON).
+    valueCodeableConcept: Any = UNSET
+    valueString: Any = UNSET
+    valueInteger: Any = UNSET
     dataAbsentReason: Any = UNSET
     referenceRange: msgspec.Raw | UnsetType = UNSET  # an array of ReferenceRange (RANGES)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 from cds_service.engine.context import Context
-from cds_service.engine.instruments import ferritin_organ, hlh2004, hscore, iec_hs
+from cds_service.engine.instruments import astct_crs, ferritin_organ, hlh2004, hscore, iec_hs
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import InstrumentResult, Instruments
 
@@ -35,7 +35,9 @@ class Instrument(Generic[R]):
     summarize: Callable[[R], str]  # one line: CLI report, card, dashboard panel
     details: Callable[[R], tuple[str, ...]] = _nothing  # further report lines (grade basis, caveats)
     unverified: Callable[[R], bool] = lambda _result: False  # rests on UNVERIFIED items (text: data file)
-    context_only: bool = True  # shown as context beside the decision (the IEC-HS status decides)
+    context_only: bool = (
+        True  # an HLH criteria set shown as context (IEC-HS decides, the CRS grade frames it)
+    )
 
     def doc(self, kb: Knowledge) -> dict[str, object]:
         return kb.criteria[self.id]
@@ -75,6 +77,15 @@ IEC_HS = Instrument(
     iec_hs.unverified,
     context_only=False,
 )
+ASTCT_CRS = Instrument(
+    "astct_crs",
+    "astctCrs",
+    astct_crs.evaluate_astct_crs,
+    astct_crs.summarize,
+    astct_crs.details,
+    astct_crs.unverified,
+    context_only=False,
+)
 HSCORE = Instrument("hscore", "hscore", hscore.evaluate_hscore, hscore.summarize, hscore.details)
 HLH2004 = Instrument("hlh2004", "hlh2004", hlh2004.evaluate_hlh2004, hlh2004.summarize)
 HLH94 = Instrument("hlh94", "hlh94", hlh2004.evaluate_hlh94, hlh2004.summarize, unverified=hlh2004.unverified)
@@ -94,7 +105,7 @@ SHAH = Instrument(
 )
 
 # Any: each entry's result type differs; `result()` gives each one its own type back.
-REGISTRY: tuple[Instrument[Any], ...] = (IEC_HS, HSCORE, HLH2004, HLH94, CARTOX, SHAH)
+REGISTRY: tuple[Instrument[Any], ...] = (IEC_HS, ASTCT_CRS, HSCORE, HLH2004, HLH94, CARTOX, SHAH)
 
 
 def by_id(instrument_id: str) -> Instrument[Any]:

@@ -1,35 +1,80 @@
-"""ASTCT IEC-HS (Hines MR, et al. Transplant Cell Ther 2023;29:438.e1), as framed by the review's Table 1.
+"""ASTCT IEC-HS (Hines MR, et al. Transplant Cell Ther 2023;29:438.e1), as framed by the review's Table 1,
+with a computable status kept within that framework [D] (clinical register, revised 2026-12):
 
-Required: ferritin > 2 x ULN or > 2 x baseline and/or rapidly rising [D: >= 2-fold within 72 h]; onset with
-resolving/resolved CRS or worsening after initial improvement with CRS-directed therapy. Computable status
-[D]: met when both required criteria and >= 1 "most common" manifestation are met; not met when a required
-criterion is not met; otherwise indeterminate. Clinician confirmation and exclusion of alternatives (Hines
-Table 5) are always required. Severity grading is UNVERIFIED (reference 5.3) and reported as a minimum grade
-with the facts that support it and the facts that could not be checked.
+* met: the required ferritin, read as the IEC-HS signal (elevated and rising again after the CRS phase),
+  onset timing met or not applicable (no CRS), and at least one HLH-specific manifestation (transaminases
+  > 5 x ULN/baseline, hypofibrinogenemia, hemophagocytosis) in the IEC-HS phase;
+* possible: the ferritin signal with only non-specific manifestations (cytopenias and the other
+  manifestations), or with HLH-specific data missing, or while CRS is active or its course unknown (then
+  IEC-HS cannot be separated from CRS): a quiet card naming what would make it IEC-HS;
+* not met: no ferritin signal, or the signal with every manifestation known to be absent;
+* indeterminate: no ferritin in the window (or no baseline to judge it).
+Elevated ferritin, fever and cytopenias cannot decide "met" on their own (the seed's section 2). Clinician
+confirmation and exclusion of alternatives (Hines Table 5) are always required. Severity grading is
+UNVERIFIED (reference 5.3) and reported as a minimum grade with its basis and what could not be checked.
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from cds_service.engine.context import Context
-from cds_service.engine.instruments.common import finding_criterion
+from cds_service.engine.instruments.common import any_of, finding_criterion
 from cds_service.engine.instruments.iec_hs.grade import grade
 from cds_service.engine.instruments.iec_hs.manifestations import cytopenias, hypofibrinogenemia, transaminases
 from cds_service.engine.instruments.iec_hs.other import other_manifestations
 from cds_service.engine.instruments.iec_hs.required import ferritin_required
 from cds_service.engine.instruments.iec_hs.timing import onset_timing
-from cds_service.engine.model import CriterionResult, Evidence, IecHsResult, Status
-
-IecStatus = Literal["met", "not-met", "indeterminate", "not-applicable"]
+from cds_service.engine.model import CriterionResult, Evidence, IecHsResult, IecStatus
 
 
-def _status(ferritin: Status, onset: Status, common: list[Status]) -> IecStatus:
-    if ferritin == "met" and onset == "met" and "met" in common:
-        return "met"
-    if ferritin == "not-met" or onset == "not-met" or all(s == "not-met" for s in common):
-        return "not-met"
-    return "indeterminate"
+def _status(
+    ferritin: CriterionResult,
+    timing: CriterionResult,
+    specific: list[CriterionResult],
+    other: list[CriterionResult],
+) -> tuple[IecStatus, tuple[str, ...]]:
+    """The status and the gaps that keep it from being decided further (most decisive first)."""
+    gaps: list[str] = []
+    if ferritin.status == "unknown" and "ferritin course" in ferritin.missing:
+        gaps.append("one ferritin value: a second rise cannot be judged")
+    elif ferritin.status == "unknown":
+        no_baseline = "ferritin baseline" in ferritin.missing
+        return "indeterminate", ("no baseline ferritin" if no_baseline else "no ferritin in the window",)
+    elif ferritin.status != "met":
+        return "not-met", ()
+    if timing.status == "unknown":
+        gaps.append("CRS course unknown")
+    elif timing.status == "not-met":
+        gaps.append("CRS still active: IEC-HS cannot be separated from CRS")
+    specific_status = any_of([c.status for c in specific])
+    if specific_status == "unknown":
+        analytes = [m for c in specific if c.status == "unknown" for m in c.missing if m in ANALYTE_NAMES]
+        gaps.append(
+            "no "
+            + " or ".join(ANALYTE_NAMES[a] for a in dict.fromkeys(analytes))
+            + " since the ferritin rose"
+            if analytes
+            else "no HLH-specific finding yet (fibrinogen, transaminases or hemophagocytosis)"
+        )
+    elif specific_status == "not-met":
+        gaps.append("no HLH-specific finding (fibrinogen, transaminases or hemophagocytosis)")
+    if ferritin.status == "met" and specific_status == "met" and timing.status in {"met", "not-applicable"}:
+        return "met", ()
+    if timing.status == "not-met":  # CRS active and not improving: only the full picture is "possible"
+        full = ferritin.status == "met" and specific_status == "met"
+        return ("possible" if full else "not-met"), tuple(gaps)
+    if specific_status in {"met", "unknown"} or any(c.status == "met" for c in other):
+        return "possible", tuple(gaps)
+    return "not-met", tuple(gaps)
+
+
+ANALYTE_NAMES = {"fibrinogen": "fibrinogen", "ast": "AST", "alt": "ALT"}
+SUMMARIES: dict[IecStatus, str] = {
+    "met": "IEC-HS criteria met",
+    "possible": "IEC-HS possible",
+    "not-met": "IEC-HS criteria not met",
+    "indeterminate": "IEC-HS cannot be judged: data missing",
+    "not-applicable": "No immune effector cell therapy on record.",
+}
 
 
 def evaluate_iec_hs(ctx: Context) -> IecHsResult:
@@ -59,7 +104,7 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
             grading_citation=grading["citation"],
             grading_unverified=True,
             alternatives=alternatives,
-            summary="No immune effector cell therapy on record.",
+            summary=SUMMARIES["not-applicable"],
         )
     attribution = CriterionResult(
         id="iec-therapy",
@@ -76,12 +121,12 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
             ),
         ),
     )
-    ferritin, onset_time = ferritin_required(ctx, doc["required"], citation)
+    signal = ferritin_required(ctx, doc["required"], citation)
     timing = onset_timing(ctx, doc["required"], citation)
     common_doc = doc["most_common"]
-    common = [
-        transaminases(ctx, common_doc["transaminases"], citation),
-        hypofibrinogenemia(ctx, common_doc["hypofibrinogenemia"], citation),
+    specific = [
+        transaminases(ctx, common_doc["transaminases"], citation, signal.phase_start),
+        hypofibrinogenemia(ctx, common_doc["hypofibrinogenemia"], citation, signal.phase_start),
         finding_criterion(
             ctx,
             id="hemophagocytosis",
@@ -89,30 +134,27 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
             findings=common_doc["hemophagocytosis"]["findings"],
             citation=citation,
         ),
-        cytopenias(ctx, common_doc["cytopenias"], citation),
     ]
-    status = _status(ferritin.status, timing.status, [c.status for c in common])
+    nonspecific = [cytopenias(ctx, common_doc["cytopenias"], citation)]
     others = other_manifestations(ctx, doc, citation)
+    status, gaps = _status(signal.criterion, timing, specific, nonspecific + others)
+    onset_time = signal.onset
     result_grade = grade(ctx, status, onset_time, grading)
-    summary = {
-        "met": "IEC-HS criteria met",
-        "not-met": "IEC-HS criteria not met",
-        "indeterminate": "IEC-HS cannot be excluded: data missing",
-    }[status]
     return IecHsResult(
         status=status,
-        criteria=(attribution, ferritin, timing, *common, *others),
+        criteria=(attribution, signal.criterion, timing, *specific, *nonspecific, *others),
         grade=result_grade.grade,
         grade_label=result_grade.label,
         grade_basis=result_grade.basis,
         grade_missing=result_grade.missing,
         grade_is_minimum=result_grade.is_minimum,
-        onset=onset_time if status != "not-met" else None,
+        onset=onset_time if status in {"met", "possible"} else None,
         citation=citation,
         grading_citation=grading["citation"],
         grading_unverified=bool(grading.get("unverified", False)),
         alternatives=alternatives,
-        summary=summary,
+        summary=SUMMARIES[status],
+        gaps=gaps,
     )
 
 

@@ -1,23 +1,42 @@
-"""The most common manifestations: transaminases, hypofibrinogenemia, hemophagocytosis, cytopenias."""
+"""The most common manifestations (the seed's Table 1), split by what they can decide [D] (register):
+
+* HLH-specific: hepatic transaminases > 5 x ULN (baseline normal) or > 5 x baseline, hypofibrinogenemia
+  (< 150 mg/dL or < LLN), hemophagocytosis. With the ferritin signal they make "met". They are read from
+  the start of the IEC-HS phase (the low before the ferritin's rise) when there is one, so a fibrinogen
+  that fell during CRS, before the rise, does not count.
+* Non-specific: cytopenias, new or worsening relative to the post-lymphodepletion course (almost every
+  patient has cytopenias after lymphodepleting chemotherapy, the seed's section 2): a count that had
+  recovered from its post-lymphodepletion low and falls again by >= the worsening fraction, or that falls
+  below LLN after staying at or above it since infusion. They can make "possible", never "met".
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cds_service.engine.context import Context, value_evidence
 from cds_service.engine.instruments.common import any_of, threshold_criterion
 from cds_service.engine.instruments.iec_hs.window import window_start
-from cds_service.engine.model import CriterionResult, Evidence, Status
+from cds_service.engine.instruments.organ import multiple_of
+from cds_service.engine.model import CriterionResult, Evidence, LabValue, Status
+from cds_service.engine.units import scaled
+
+RECENT = timedelta(days=7)  # the recent course a cytopenia worsens from [D]
 
 
-def transaminases(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
-    from cds_service.engine.instruments.organ import multiple_of
+def _start(ctx: Context, phase_start: datetime | None) -> datetime:
+    start = window_start(ctx)
+    return max(start, phase_start) if phase_start is not None else start
 
+
+def transaminases(
+    ctx: Context, spec: dict[str, Any], citation: str, phase_start: datetime | None
+) -> CriterionResult:
     statuses: list[Status] = []
     evidence: list[Evidence] = []
     missing: list[str] = []
-    start = window_start(ctx)
+    start = _start(ctx, phase_start)
     for analyte in spec["analytes"]:
         lab = ctx.worst(analyte, start)
         if lab is None:
@@ -39,7 +58,10 @@ def transaminases(ctx: Context, spec: dict[str, Any], citation: str) -> Criterio
     )
 
 
-def hypofibrinogenemia(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
+def hypofibrinogenemia(
+    ctx: Context, spec: dict[str, Any], citation: str, phase_start: datetime | None
+) -> CriterionResult:
+    start = _start(ctx, phase_start)
     base = threshold_criterion(
         ctx,
         id="hypofibrinogenemia",
@@ -47,74 +69,90 @@ def hypofibrinogenemia(ctx: Context, spec: dict[str, Any], citation: str) -> Cri
         analyte="fibrinogen",
         spec=spec["threshold"],
         citation=citation,
-        start=window_start(ctx),
+        start=start,
     )
-    lab = ctx.worst("fibrinogen", window_start(ctx))
+    lab = ctx.worst("fibrinogen", start)
+    threshold = f"{base.threshold} or < LLN"
     if base.status == "not-met" and lab is not None and lab.low is not None and lab.value < lab.low:
+        evidence = (value_evidence(ctx.kb, lab, f"< LLN {lab.low:g}"),)
         return CriterionResult(
             id=base.id,
             label=base.label,
             status="met",
-            threshold=f"{base.threshold} or < LLN",
+            threshold=threshold,
             citation=citation,
-            evidence=(value_evidence(ctx.kb, lab, f"< LLN {lab.low:g}"),),
+            evidence=evidence,
         )
     return CriterionResult(
         id=base.id,
         label=base.label,
         status=base.status,
-        threshold=f"{base.threshold} or < LLN",
+        threshold=threshold,
         citation=citation,
         evidence=base.evidence,
         missing=base.missing,
     )
 
 
+def _recovered(before: list[LabValue], nadir: LabValue, fraction: float) -> LabValue | None:
+    """The highest value of the 7 days before `nadir` if it was a recovery: >= (1 + fraction) x the lowest
+    value before it since infusion (so the fall from it is not the expected post-lymphodepletion decline)."""
+    recent = [lab for lab in before if nadir.time - lab.time <= RECENT]
+    if not recent:
+        return None
+    best = max(recent, key=lambda lab: lab.value)
+    earlier = [lab.value for lab in before if lab.time < best.time]
+    if not earlier or best.value < scaled(1.0 + fraction, min(earlier)):
+        return None
+    return best
+
+
+def _lineage(
+    ctx: Context, analyte: str, fraction: float, start: datetime
+) -> tuple[Status, Evidence | None, str | None]:
+    """(status, evidence, what is missing) for one lineage."""
+    nadir = ctx.worst(analyte, start)
+    if nadir is None:
+        return "unknown", None, analyte
+    if nadir.low is None:
+        return "unknown", value_evidence(ctx.kb, nadir, "no LLN to judge a new cytopenia"), None
+    infusion = ctx.therapy.infusion_time or ctx.window_start
+    series = ctx.values(analyte, infusion, ctx.at)
+    before = [lab for lab in series if lab.time < nadir.time]
+    reference = _recovered(before, nadir, fraction)
+    if reference is not None:
+        limit = scaled(1.0 - fraction, reference.value)
+        fallen = [lab for lab in series if lab.time > reference.time and lab.value <= limit]
+        if len(fallen) >= 2:  # two results: one low value can be noise
+            text = f"fell >= {fraction:.0%} from {reference.value:g}, after recovering from its post-LD low"
+            return "met", value_evidence(ctx.kb, nadir, text), None
+    baseline = ctx.baseline(analyte)
+    history = ([baseline] if baseline is not None else []) + before
+    if not history:
+        return (
+            "unknown",
+            value_evidence(ctx.kb, nadir, "no earlier value to compare with"),
+            f"{analyte} baseline",
+        )
+    if nadir.value < nadir.low and all(lab.value >= nadir.low for lab in history):
+        return "met", value_evidence(ctx.kb, nadir, f"new below LLN {nadir.low:g}"), None
+    return (
+        "not-met",
+        value_evidence(ctx.kb, nadir, "not new or worsening after the post-lymphodepletion course"),
+        None,
+    )
+
+
 def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
-    """[D] New onset (reference >= LLN, nadir < LLN) or worsening (reference < LLN,
-    nadir <= (1 - f) x reference). The reference is the baseline, else the earliest value after
-    infusion and before the window."""
     fraction = float(spec["worsening_fraction"])
-    statuses: list[Status] = []
-    evidence: list[Evidence] = []
-    missing: list[str] = []
-    start = window_start(ctx)
-    for analyte in spec["analytes"]:
-        nadir = ctx.worst(analyte, start)
-        reference = ctx.baseline(analyte)
-        ref_label = "baseline"
-        if reference is None and ctx.therapy.infusion_time is not None:
-            earlier = ctx.values(analyte, ctx.therapy.infusion_time, start - timedelta(microseconds=1))
-            reference = earlier[0] if earlier else None
-            ref_label = "earliest post-infusion value"
-        if nadir is None or reference is None or nadir.low is None:
-            statuses.append("unknown")
-            missing.append(analyte)
-            continue
-        limit = nadir.low
-        if reference.value >= limit:
-            met = nadir.value < limit
-            text = (
-                f"new below LLN {limit:g} ({ref_label} {reference.value:g})"
-                if met
-                else f"not below LLN {limit:g}"
-            )
-        else:
-            met = nadir.value <= (1 - fraction) * reference.value
-            text = (
-                f"worsened >= {fraction:.0%} from {ref_label} {reference.value:g}"
-                if met
-                else f"not worse than {ref_label} {reference.value:g} by {fraction:.0%}"
-            )
-        statuses.append("met" if met else "not-met")
-        evidence.append(value_evidence(ctx.kb, nadir, text))
-    status = any_of(statuses)
+    found = [_lineage(ctx, analyte, fraction, window_start(ctx)) for analyte in spec["analytes"]]
+    status = any_of([s for s, _, _ in found])
     return CriterionResult(
         id="cytopenias",
         label=ctx.kb.label("iec_hs", "cytopenias"),
         status=status,
         threshold=ctx.kb.label("iec_hs", "cytopenias", "threshold"),
         citation=spec.get("source", citation),
-        evidence=tuple(evidence),
-        missing=tuple(missing) if status == "unknown" else (),
+        evidence=tuple(e for _, e, _ in found if e is not None),
+        missing=tuple(m for s, _, m in found if m is not None) if status == "unknown" else (),
     )

@@ -1,144 +1,104 @@
-"""Onset timing: with resolving/resolved CRS, or worsening after initial improvement [D]."""
+"""Onset timing: with resolving/resolved CRS, or worsening after initial improvement with CRS-directed
+therapy (the seed's Table 1, a most common manifestation; how it gates the status is [D], register).
+
+From the CRS course (engine.crs): resolved or resolving -> met; no CRS (known) -> not applicable (the seed's
+Table 2 footnote: fatal HLH > 1 year after tisagenlecleucel without preceding CRS), which does not block
+the diagnosis; active -> met only for worsening after improvement: a returning fever with a rising ferritin
+(raw data), or [D] CRP falling to <= half its peak after CRS-directed therapy and then rising again (or
+ferritin rising rapidly); otherwise not met (IEC-HS cannot be separated from active CRS); unknown -> unknown.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 from cds_service.engine.context import Context, value_evidence
 from cds_service.engine.instruments.iec_hs.required import rapid_rise
-from cds_service.engine.model import CriterionResult, Evidence
+from cds_service.engine.model import CriterionResult, CrsEpisode, Evidence, Status
 from cds_service.engine.units import scaled
+
+Result = Callable[..., CriterionResult]
 
 
 def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> CriterionResult:
-    """Onset with resolving/resolved CRS, or worsening after initial improvement with CRS-directed therapy."""
     label = ctx.kb.label("iec_hs", "onset")
-    if not ctx.crs:
-        note = Evidence(
-            "note",
-            "no cytokine release syndrome episode recorded (Condition ICD-10-CM D89.83x): timing unknown",
-        )
+    course = ctx.crs_course
+
+    def result(status: Status, *evidence: Evidence, missing: tuple[str, ...] = ()) -> CriterionResult:
         return CriterionResult(
             id="onset",
             label=label,
-            status="unknown",
+            status=status,
             threshold=None,
             citation=citation,
-            evidence=(note,),
-            missing=("CRS history",),
+            evidence=evidence,
+            missing=missing,
         )
-    episode = ctx.crs[-1]
-    ids = ", ".join(episode.resource_ids)
-    if episode.status == "resolved":
-        when = f" on {episode.abatement.date().isoformat()}" if episode.abatement else ""
-        ev = Evidence(
-            "finding",
-            f"CRS (max grade {episode.max_grade or '?'}) resolved{when}",
-            episode.resource_ids[-1],
-            time=episode.abatement,
+
+    if course.status == "none":
+        return result("not-applicable", Evidence("note", f"{course.reason}: timing not applicable"))
+    if course.status == "unknown":
+        return result("unknown", Evidence("note", course.reason), missing=("CRS course",))
+    episode = course.episodes[-1]
+    said = [
+        Evidence("finding", f"CRS {episode.status}: {e.description}", e.resource_id, time=e.time)
+        for e in episode.evidence
+    ]
+    if course.status in {"resolved", "resolving"}:
+        return result("met", *said)
+    if course.worsening is not None:
+        fever, rise = course.worsening
+        return result(
+            "met",
+            *said,
+            Evidence(
+                "value",
+                f"fever returned after improvement: {fever.description}",
+                fever.resource_id,
+                time=fever.start,
+            ),
+            value_evidence(ctx.kb, rise.value, f"ferritin rising again from {rise.nadir.value:g}"),
         )
-        return CriterionResult(
-            id="onset", label=label, status="met", threshold=None, citation=citation, evidence=(ev,)
-        )
-    if episode.status == "resolving":
-        ev = Evidence(
-            "finding",
-            f"CRS resolving: grade {episode.latest_grade} after a maximum of {episode.max_grade}",
-            episode.resource_ids[-1],
-        )
-        return CriterionResult(
-            id="onset", label=label, status="met", threshold=None, citation=citation, evidence=(ev,)
-        )
-    return _worsening_after_improvement(ctx, required, label, citation, episode.onset, ids)
+    return _crp_worsening(ctx, required, result, episode, said)
 
 
-def _worsening_after_improvement(
-    ctx: Context, required: dict[str, Any], label: str, citation: str, onset: datetime | None, ids: str
+def _crp_worsening(
+    ctx: Context, required: dict[str, Any], result: Result, episode: CrsEpisode, said: list[Evidence]
 ) -> CriterionResult:
-    """[D] CRP falls to <= 50% of its peak after CRS-directed therapy, then ferritin rises >= 2-fold within
-    72 h or CRP doubles from its nadir. Without CRP data this cannot be judged (unknown)."""
-    active = Evidence("finding", f"CRS active ({ids})")
-    start = onset or ctx.window_start
+    """[D] CRP falls to <= `crp_fall_fraction` of its pre-treatment peak after the first CRS-directed drug,
+    then CRP rises >= `crp_rebound_fold` x its nadir or ferritin rises rapidly. Without CRP: unknown."""
+    start = episode.onset or ctx.window_start
     therapy = [
         d
         for d in ctx.drugs
         if d.time >= start and (d.role == "il6_directed" or d.drug_class == "corticosteroid")
     ]
     if not therapy:
-        return CriterionResult(
-            id="onset",
-            label=label,
-            status="not-met",
-            threshold=None,
-            citation=citation,
-            evidence=(active, Evidence("note", "CRS active and no CRS-directed therapy given yet")),
-        )
+        return result("not-met", *said, Evidence("note", "CRS active and no CRS-directed therapy given yet"))
     first = therapy[0]
-    before = ctx.values("crp", start, first.time)
-    after = ctx.values("crp", first.time)
+    given = Evidence("drug", f"CRS-directed therapy: {first.text}", first.resource_id, time=first.time)
+    before, after = ctx.values("crp", start, first.time), ctx.values("crp", first.time)
     if not before or not after:
-        return CriterionResult(
-            id="onset",
-            label=label,
-            status="unknown",
-            threshold=None,
-            citation=citation,
-            evidence=(
-                active,
-                Evidence("drug", f"CRS-directed therapy: {first.text}", first.resource_id, time=first.time),
-                Evidence("note", "CRP before and after CRS-directed therapy needed to judge improvement"),
-            ),
-            missing=("crp",),
-        )
+        note = Evidence("note", "CRP before and after CRS-directed therapy needed to judge improvement")
+        return result("unknown", *said, given, note, missing=("crp",))
     rule = required["worsening_after_improvement"]
     fall, rebound = float(rule["crp_fall_fraction"]), float(rule["crp_rebound_fold"])
     peak = max(before, key=lambda lab: lab.value)
     nadir = min(after, key=lambda lab: lab.value)
     if nadir.value > scaled(fall, peak.value):
-        return CriterionResult(
-            id="onset",
-            label=label,
-            status="not-met",
-            threshold=None,
-            citation=citation,
-            evidence=(
-                active,
-                value_evidence(
-                    ctx.kb, nadir, f"CRP did not fall to <= {fall:.0%} of its peak {peak.value:g}"
-                ),
-            ),
-        )
-    later_crp = [
+        text = f"CRP did not fall to <= {fall:.0%} of its peak {peak.value:g}: CRS active, not improving"
+        return result("not-met", *said, value_evidence(ctx.kb, nadir, text))
+    later = [
         lab
         for lab in ctx.values("crp", nadir.time)
-        if lab.value >= scaled(rebound, nadir.value) and lab.time > nadir.time
+        if lab.time > nadir.time and lab.value >= scaled(rebound, nadir.value)
     ]
-    ferritin = ctx.values("ferritin", nadir.time)
     spec = required["rapid_rise"]
-    rise = rapid_rise(ferritin, float(spec["fold"]), float(spec["within_hours"]))
-    if later_crp or rise:
-        worse = later_crp[0] if later_crp else rise[1]  # type: ignore[index]
-        return CriterionResult(
-            id="onset",
-            label=label,
-            status="met",
-            threshold=None,
-            citation=citation,
-            evidence=(
-                active,
-                value_evidence(ctx.kb, nadir, "improvement after CRS-directed therapy"),
-                value_evidence(ctx.kb, worse, "then worsening"),
-            ),
-        )
-    return CriterionResult(
-        id="onset",
-        label=label,
-        status="not-met",
-        threshold=None,
-        citation=citation,
-        evidence=(
-            active,
-            value_evidence(ctx.kb, nadir, "improving after CRS-directed therapy, no later worsening"),
-        ),
-    )
+    rise = rapid_rise(ctx.values("ferritin", nadir.time), float(spec["fold"]), float(spec["within_hours"]))
+    worse = later[0] if later else (rise[1] if rise else None)
+    if worse is None:
+        text = "improving after CRS-directed therapy, no later worsening"
+        return result("not-met", *said, value_evidence(ctx.kb, nadir, text))
+    improved = value_evidence(ctx.kb, nadir, "improvement after CRS-directed therapy")
+    return result("met", *said, given, improved, value_evidence(ctx.kb, worse, "then worsening"))
