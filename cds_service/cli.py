@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,10 @@ from cds_service.errors import DataFileError, InputError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+MAX_INSTANTS = 100_000  # a course evaluation's instants (a guard against a mistyped --every)
+DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(m|min|h|d)")
+DURATION_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days"}
+ISO_DURATION = re.compile(r"P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?)?")
 
 
 def _parse_at(value: str) -> datetime:
@@ -25,11 +31,49 @@ def _parse_at(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _parse_every(value: str) -> timedelta:
+    """A duration: 30m, 6h, 1d (or ISO 8601 PT6H, P1D)."""
+    match = DURATION.fullmatch(value.strip()) or ISO_DURATION.fullmatch(value.strip().upper())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"--every must be a duration such as 6h, 30m or 1d, got {value!r}")
+    if match.re is DURATION:
+        amount, unit = float(match.group(1)), match.group(2)
+        every = timedelta(**{DURATION_UNITS[unit]: amount})
+    else:
+        days, hours, minutes = (float(g) if g else 0.0 for g in match.groups())
+        every = timedelta(days=days, hours=hours, minutes=minutes)
+    if every <= timedelta(0):
+        raise argparse.ArgumentTypeError("--every must be longer than zero")
+    return every
+
+
+def _instants(args: argparse.Namespace) -> list[datetime] | str:
+    """The instants of a course evaluation, or the reason the options are wrong."""
+    if args.start is None and args.end is None and args.every is None:
+        return [args.at] if args.at else []
+    if args.at is not None:
+        return "--at cannot be combined with --from/--to/--every"
+    if args.start is None or args.end is None or args.every is None:
+        return "--from, --to and --every go together"
+    if args.end < args.start:
+        return "--to is before --from"
+    count = int((args.end - args.start) / args.every) + 1
+    if count > MAX_INSTANTS:
+        return f"{count} instants: at most {MAX_INSTANTS} (choose a longer --every)"
+    return [args.start + i * args.every for i in range(count)]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cds_service.engine import evaluate
+    from cds_service.engine.evaluate import evaluate_at
     from cds_service.engine.knowledge import load_knowledge
+    from cds_service.engine.record import read_record
     from cds_service.engine.report import text_report
     from cds_service.engine.serialize import to_json_bytes
+
+    instants = _instants(args)
+    if isinstance(instants, str):
+        print(f"error: {instants}", file=sys.stderr)
+        return EXIT_USAGE
 
     try:
         kb = load_knowledge(Path(args.mappings) if args.mappings else None)
@@ -49,15 +93,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {path} is not a FHIR Bundle (resourceType must be 'Bundle')", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = evaluate(data, knowledge=kb, at=args.at)
+        record = read_record(data, knowledge=kb)
     except InputError as exc:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.format == "json":
-        sys.stdout.buffer.write(to_json_bytes(result, indent=True) + b"\n")
-    else:
-        sys.stdout.write(text_report(result, kb))
+    if args.start is None:  # one instant (default now): the full document or report
+        result = evaluate_at(record, instants[0] if instants else None)
+        if args.format == "json":
+            sys.stdout.buffer.write(to_json_bytes(result, indent=True) + b"\n")
+        else:
+            sys.stdout.write(text_report(result, kb))
+        return EXIT_OK
+    for at in instants:  # a course: one line per instant (JSON Lines, or a one-line summary)
+        result = evaluate_at(record, at)
+        if args.format == "json":
+            sys.stdout.buffer.write(to_json_bytes(result) + b"\n")
+        else:
+            sys.stdout.write(course_line(result) + "\n")
     return EXIT_OK
+
+
+def course_line(result: EvaluationResult) -> str:
+    """One line of a course evaluation: instant, day, CRS, and every registered instrument's summary."""
+    from cds_service.engine.instruments.registry import IEC_HS
+
+    iec = IEC_HS.result(result.instruments)
+    day = result.therapy.day_post_infusion
+    gaps = f" ({'; '.join(iec.gaps)})" if iec.gaps else ""
+    return (
+        f"{result.at.isoformat().replace('+00:00', 'Z')}  day {day if day is not None else '?':>3}  "
+        f"CRS {result.crs_status:9}  IEC-HS {IEC_HS.summarize(iec)}{gaps}"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -134,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if TYPE_CHECKING:  # argparse has no public name for the subparsers object
+    from cds_service.engine.model import EvaluationResult
+
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -185,7 +253,30 @@ def _add_evaluate(sub: Subparsers) -> None:
         help="evaluation instant (ISO-8601); only data at or before it is used (default: now)",
     )
     evaluate.add_argument(
-        "--format", choices=["json", "text"], default="text", help="output format (default text)"
+        "--format",
+        choices=["json", "text"],
+        default="text",
+        help="output format (default text); with --from/--to/--every, JSON Lines or one line per instant",
+    )
+    evaluate.add_argument(
+        "--from",
+        dest="start",
+        type=_parse_at,
+        default=None,
+        help="course evaluation: the first instant (ISO-8601)",
+    )
+    evaluate.add_argument(
+        "--to",
+        dest="end",
+        type=_parse_at,
+        default=None,
+        help="course evaluation: the last instant (ISO-8601)",
+    )
+    evaluate.add_argument(
+        "--every",
+        type=_parse_every,
+        default=None,
+        help="course evaluation: the step between instants (6h, 30m, 1d, PT6H); the data are read once",
     )
     evaluate.add_argument(
         "--mappings",
@@ -238,6 +329,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataFileError as exc:
         print(f"error: data file invalid: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader went away (`... | head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -117,3 +117,63 @@ def test_console_script_is_installed(classic_file: Path) -> None:
         [str(exe), "evaluate", "--help"], capture_output=True, text=True, check=False, timeout=60
     )
     assert "--at" in bad.stdout
+
+
+def test_a_course_is_json_lines_one_document_per_instant(classic_file: Path, capsys: Any) -> None:
+    code, out, _ = run_cli(
+        capsys,
+        "evaluate",
+        str(classic_file),
+        "--format",
+        "json",
+        "--from",
+        "2026-03-09T00:00:00Z",
+        "--to",
+        "2026-03-14T00:00:00Z",
+        "--every",
+        "12h",
+    )
+    assert code == 0
+    documents = [json.loads(line) for line in out.splitlines()]
+    assert [d["at"] for d in documents][:2] == ["2026-03-09T00:00:00Z", "2026-03-09T12:00:00Z"]
+    assert len(documents) == 11
+    for document in documents:
+        Draft202012Validator(SCHEMA).validate(document)
+    statuses = [d["instruments"]["iecHs"]["status"] for d in documents]
+    assert statuses[0] != "met" and statuses[-1] == "met"  # the course moves; each instant sees only its past
+
+
+def test_each_instant_of_a_course_equals_a_single_evaluation_at_it(classic_file: Path, capsys: Any) -> None:
+    span = ["--from", "2026-03-12T00:00:00Z", "--to", "2026-03-13T00:00:00Z", "--every", "P1D"]
+    _, out, _ = run_cli(capsys, "evaluate", str(classic_file), "--format", "json", *span)
+    lines = out.splitlines()
+    for line in lines:
+        at = json.loads(line)["at"]
+        _, single, _ = run_cli(capsys, "evaluate", str(classic_file), "--format", "json", "--at", at)
+        assert json.loads(line) == json.loads(single)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2026-03-09T00:00:00Z", "--every", "6h"], "--from, --to and --every go together"),
+        (
+            ["--from", "2026-03-09T00:00:00Z", "--to", "2026-03-08T00:00:00Z", "--every", "6h"],
+            "--to is before",
+        ),
+        (["--at", "2026-03-09T00:00:00Z", "--from", "2026-03-09T00:00:00Z"], "cannot be combined"),
+        (["--from", "2000-01-01T00:00:00Z", "--to", "2026-01-01T00:00:00Z", "--every", "1m"], "at most"),
+    ],
+)
+def test_course_options_are_checked(classic_file: Path, capsys: Any, args: list[str], message: str) -> None:
+    code, _, err = run_cli(capsys, "evaluate", str(classic_file), *args)
+    assert code == 2
+    assert message in err
+
+
+def test_text_course_prints_one_line_per_instant(classic_file: Path, capsys: Any) -> None:
+    span = ["--from", "2026-03-13T00:00:00Z", "--to", "2026-03-14T00:00:00Z", "--every", "1d"]
+    code, out, _ = run_cli(capsys, "evaluate", str(classic_file), *span)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and all("IEC-HS" in line and "CRS" in line for line in lines)
