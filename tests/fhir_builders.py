@@ -12,6 +12,7 @@ ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # infusion instant used by the tests
+FLOWSHEET = "https://fixtures.example.org/fhir/CodeSystem/flowsheet-row"  # the example site rows
 _ids = itertools.count(1)
 
 
@@ -137,3 +138,43 @@ def procedure(
 
 def bundle(*resources: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+
+
+def infusion(text: str, start: datetime, end: datetime | None, rxnorm: str | None = None) -> dict[str, Any]:
+    """A drug infusion charted as a period (a vasopressor on the MAR); no end while it runs."""
+    resource = medication(rxnorm, text, start)
+    del resource["effectiveDateTime"]
+    resource["effectivePeriod"] = {"start": iso(start), **({"end": iso(end)} if end else {})}
+    if end is None:
+        resource["status"] = "in-progress"
+    return resource
+
+
+def device_row(text: str, when: datetime, snomed: str | None = None) -> dict[str, Any]:
+    """A flowsheet row naming the oxygen delivery device (LOINC 107117-4, mappings/oxygen_support.yaml)."""
+    concept: dict[str, Any] = {"text": text}
+    if snomed:
+        concept["coding"] = [{"system": "http://snomed.info/sct", "code": snomed, "display": text}]
+    return {
+        "resourceType": "Observation",
+        "id": f"o{next(_ids)}",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "107117-4"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": iso(when),
+        "valueCodeableConcept": concept,
+    }
+
+
+def documented_grade(kind: str, value: int, when: datetime) -> dict[str, Any]:
+    """A documented grade under the example site flowsheet codes (mappings/site_flowsheets.yaml)."""
+    codes = {"crs_grade": "crs-grade-astct", "icans_grade": "icans-grade-astct", "ice_score": "ice-score"}
+    return {
+        "resourceType": "Observation",
+        "id": f"o{next(_ids)}",
+        "status": "final",
+        "code": {"coding": [{"system": FLOWSHEET, "code": codes[kind]}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": iso(when),
+        "valueInteger": value,
+    }

@@ -49,7 +49,8 @@ def hypotensive(inputs: CrsInputs, lab: LabValue) -> bool:
         return adult and inputs.kb.threshold("map", spec["adult_mean"]).test(lab.value)
     if age is not None and age < float(spec["pediatric_adult_from_years"]):
         base = float(spec["pediatric_systolic_base"]["value"])
-        limit = base + float(spec["pediatric_systolic_per_year"]) * age if age >= 1 else base
+        years = int(age)  # PALS counts whole years of age
+        limit = base + float(spec["pediatric_systolic_per_year"]) * years if years >= 1 else base
         return lab.value < limit
     return inputs.kb.threshold("bp_systolic", spec["adult_systolic"]).test(lab.value)
 
