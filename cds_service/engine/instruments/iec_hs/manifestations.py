@@ -107,6 +107,23 @@ def _recovered(before: list[LabValue], nadir: LabValue, fraction: float) -> LabV
     return best
 
 
+def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tuple[LabValue, LabValue] | None:
+    """(reference, value): a value in the window (from `start`) that is the second of two results >= the
+    fraction below a recovery in the 7 days before it (one low result can be noise)."""
+    for index, lab in enumerate(series):
+        if lab.time < start:
+            continue
+        before = series[:index]
+        reference = _recovered(before, lab, fraction)
+        if reference is None:
+            continue
+        limit = scaled(1.0 - fraction, reference.value)
+        fallen = [v for v in series[: index + 1] if v.time > reference.time and v.value <= limit]
+        if len(fallen) >= 2 and lab.value <= limit:
+            return reference, lab
+    return None
+
+
 def _lineage(
     ctx: Context, analyte: str, fraction: float, start: datetime
 ) -> tuple[Status, Evidence | None, str | None]:
@@ -116,18 +133,15 @@ def _lineage(
         return "unknown", None, analyte
     if nadir.low is None:
         return "unknown", value_evidence(ctx.kb, nadir, "no LLN to judge a new cytopenia"), None
-    infusion = ctx.therapy.infusion_time or ctx.window_start
-    series = ctx.values(analyte, infusion, ctx.at)
-    before = [lab for lab in series if lab.time < nadir.time]
-    reference = _recovered(before, nadir, fraction)
-    if reference is not None:
-        limit = scaled(1.0 - fraction, reference.value)
-        fallen = [lab for lab in series if lab.time > reference.time and lab.value <= limit]
-        if len(fallen) >= 2:  # two results: one low value can be noise
-            text = f"fell >= {fraction:.0%} from {reference.value:g}, after recovering from its post-LD low"
-            return "met", value_evidence(ctx.kb, nadir, text), None
+    series = ctx.values(analyte, ctx.therapy.infusion_time or ctx.window_start, ctx.at)
+    worse = _worsening(series, start, fraction)
+    if worse is not None:
+        reference, lab = worse
+        text = f"fell >= {fraction:.0%} from {reference.value:g}, after recovering from its post-LD low"
+        return "met", value_evidence(ctx.kb, lab, text), None
     baseline = ctx.baseline(analyte)
-    history = ([baseline] if baseline is not None else []) + before
+    history = [baseline] if baseline is not None else []
+    history += [lab for lab in series if lab.time < nadir.time]
     if not history:
         return (
             "unknown",
@@ -136,11 +150,8 @@ def _lineage(
         )
     if nadir.value < nadir.low and all(lab.value >= nadir.low for lab in history):
         return "met", value_evidence(ctx.kb, nadir, f"new below LLN {nadir.low:g}"), None
-    return (
-        "not-met",
-        value_evidence(ctx.kb, nadir, "not new or worsening after the post-lymphodepletion course"),
-        None,
-    )
+    text = "not new or worsening after the post-lymphodepletion course"
+    return "not-met", value_evidence(ctx.kb, nadir, text), None
 
 
 def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
