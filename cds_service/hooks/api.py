@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from cds_service.engine.units import parse_budget
 from cds_service.errors import NotFound
 from cds_service.hooks import validation
 from cds_service.hooks.feedback import record_from_item
@@ -69,7 +70,8 @@ def invoke(service_id: str) -> Response:
             get_state().registry, service_id, request_body(), request.mimetype
         )
     annotate(service_id=service.id, hook=service.hook)
-    body, resolved = run_hook(hook_request, service, hook_environment(), timed)
+    with parse_budget():  # new unit strings in this call's data share a bounded parsing time
+        body, resolved = run_hook(hook_request, service, hook_environment(), timed)
     annotate(prefetch=resolved.sources, data_gaps=list(resolved.gaps), cards=len(body["cards"]))
     g.card_indicators = [card["indicator"] for card in body["cards"]]  # for the metrics, not the log line
     return jsonify(body)

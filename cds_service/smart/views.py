@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from cds_service.engine.evaluate import evaluate
+from cds_service.engine.units import parse_budget
 from cds_service.smart import fmt
 from cds_service.smart.appcontext import AppContext, for_patient
 from cds_service.smart.charts.panels import check_chart_defs
@@ -254,7 +255,8 @@ def _dashboard_view(session: SmartSession, context: LaunchContext) -> tuple[Dash
     record = fetch_record(http(), context, smart_state().settings, core.knowledge)
     app_context = for_patient(context.app_context, context.patient)
     at, source = _instant(session, app_context)
-    result = evaluate(record.data, at=at, knowledge=core.knowledge)
+    with parse_budget():
+        result = evaluate(record.data, at=at, knowledge=core.knowledge)
     notices = list(app_context.notes)
     notices += [
         f"Not every {t} page could be read; the picture may be incomplete." for t in record.incomplete
