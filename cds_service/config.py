@@ -14,7 +14,8 @@ CDS_PUBLIC_BASE_URL            The externally visible base URL (``https://cds.ex
 CDS_CORS_ORIGINS               Comma-separated allowed browser origins, or ``*``. Default ``*`` in
                                development, none otherwise.
 CDS_HOOK_DEADLINE_S            Overall budget of one hook call, FHIR fallback included (default 2.5).
-CDS_FHIR_TIMEOUT_S             Budget of one FHIR call, pagination excluded (default 1.0).
+CDS_FHIR_TIMEOUT_S             Cap on the budget of one FHIR call, pagination excluded. Default: none, each
+                               call may use whatever is left before the hook deadline.
 CDS_FHIR_MAX_PAGES             Bundle pages followed per query (default 10).
 CDS_PREFETCH_LOOKBACK_DAYS     Observation date window of the service's own FHIR queries (default 60).
 CDS_MAX_REQUEST_BYTES          Largest accepted request body (default 20 MB); larger gets 413.
@@ -92,7 +93,7 @@ class Settings:
     public_base_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     hook_deadline_s: float = 2.5
-    fhir_timeout_s: float = 1.0
+    fhir_timeout_s: float | None = None  # None: each FHIR call may use the time left before the deadline
     fhir_max_pages: int = 10
     prefetch_lookback_days: int = 60
     max_request_bytes: int = 20 * 1024 * 1024
@@ -132,7 +133,7 @@ class Settings:
             public_base_url=_parse("CDS_PUBLIC_BASE_URL", env, _base_url, None),
             cors_origins=_parse("CDS_CORS_ORIGINS", env, _origins, ("*",) if dev else ()),
             hook_deadline_s=_parse("CDS_HOOK_DEADLINE_S", env, _positive(float, 60.0), 2.5),
-            fhir_timeout_s=_parse("CDS_FHIR_TIMEOUT_S", env, _positive(float, 60.0), 1.0),
+            fhir_timeout_s=_parse("CDS_FHIR_TIMEOUT_S", env, _positive(float, 60.0), None),
             fhir_max_pages=_parse("CDS_FHIR_MAX_PAGES", env, _positive(int, 1000), 10),
             prefetch_lookback_days=_parse("CDS_PREFETCH_LOOKBACK_DAYS", env, _positive(int, 3650), 60),
             max_request_bytes=_parse("CDS_MAX_REQUEST_BYTES", env, _positive(int, 1 << 30), 20 << 20),
@@ -154,7 +155,7 @@ class Settings:
                 )
             if not self.public_base_url.startswith("https://"):
                 raise ConfigurationError("CDS_PUBLIC_BASE_URL", "must be https outside development mode")
-        if self.fhir_timeout_s > self.hook_deadline_s:
+        if self.fhir_timeout_s is not None and self.fhir_timeout_s > self.hook_deadline_s:
             raise ConfigurationError("CDS_FHIR_TIMEOUT_S", "must not exceed CDS_HOOK_DEADLINE_S")
         if self.trusted_clients_file is not None and self.trusted_clients_json is not None:
             raise ConfigurationError(

@@ -20,7 +20,7 @@ def test_development_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert settings.dev_mode
     assert settings.cors_origins == ("*",)
     assert settings.database_url == f"sqlite:///{tmp_path / 'instance' / 'feedback.sqlite3'}"
-    assert (settings.hook_deadline_s, settings.fhir_timeout_s, settings.fhir_max_pages) == (2.5, 1.0, 10)
+    assert (settings.hook_deadline_s, settings.fhir_timeout_s, settings.fhir_max_pages) == (2.5, None, 10)
     assert settings.prefetch_lookback_days == 60
     assert settings.max_request_bytes == 20 * 1024 * 1024
     assert settings.public_base_url is None and settings.smart_launch_url is None

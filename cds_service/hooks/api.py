@@ -83,8 +83,8 @@ def feedback(service_id: str) -> Response:
     state = get_state()
     if service_id not in state.registry.ids():
         raise NotFound(f"no CDS service with id '{service_id}'")
-    # get_data, not request_body: metrics cached this (small) body before the view
-    document: Any = parse_json_body(request.get_data(cache=False), request.mimetype)
+    # kept: the feedback metrics count outcomes from the same body after the view
+    document: Any = parse_json_body(request_body(keep=True), request.mimetype)
     validation.check("feedback", document)
     records = [record_from_item(service_id, item) for item in document["feedback"]]
     with timed("store"):
