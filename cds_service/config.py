@@ -34,6 +34,15 @@ CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
 CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, answers no cards) and
                                POST /_bench/read/<id> (reads a hook call's data, answers no cards) for
                                the benchmarks in benchmarks/ (cds_service.web.bench_floor); default off.
+CDS_PREVIEW_BUILDER            ``1`` serves the preview page's request builder (POST /preview/hook-request);
+                               default on in development, off otherwise (an anonymous CPU cost).
+CDS_RATE_LIMIT                 Requests per client address to each anonymous cost centre (SMART launch,
+                               preview builder), e.g. ``60/minute`` (default; ``limits`` notation).
+CDS_RATE_LIMIT_STORAGE_URI     Where the rate-limit counters live (``limits`` storage URI): default
+                               ``memory://``, per worker process; ``redis://...`` or ``memcached://...``
+                               shares them across workers and instances.
+CDS_TRUSTED_PROXY_HOPS         Reverse proxies in front of the service whose X-Forwarded-For is trusted
+                               for the client address (default 0; 1 behind deploy/nginx).
 CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
                                environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================
@@ -76,6 +85,10 @@ ENV_VARIABLES = (
     "CDS_JWKS_MIN_REFRESH_S",
     "CDS_JWKS_TIMEOUT_S",
     "CDS_BENCH_FLOOR",
+    "CDS_PREVIEW_BUILDER",
+    "CDS_RATE_LIMIT",
+    "CDS_RATE_LIMIT_STORAGE_URI",
+    "CDS_TRUSTED_PROXY_HOPS",
     "CDS_CONFIG_FILE",
 )
 _TRUE = {"1", "true", "yes", "on"}
@@ -108,6 +121,10 @@ class Settings:
     jwks_min_refresh_s: float = 60.0
     jwks_timeout_s: float = 2.0
     bench_floor: bool = False
+    preview_builder: bool = False
+    rate_limit: str = "60/minute"
+    rate_limit_storage_uri: str = "memory://"
+    trusted_proxy_hops: int = 0
 
     @property
     def trusted_clients_configured(self) -> bool:
@@ -141,6 +158,10 @@ class Settings:
             workers=_parse("CDS_WORKERS", env, _positive(int, 64), max(1, os.cpu_count() or 1)),
             threads=_parse("CDS_THREADS", env, _positive(int, 64), 4),
             bench_floor=_parse("CDS_BENCH_FLOOR", env, _boolean, False),
+            preview_builder=_parse("CDS_PREVIEW_BUILDER", env, _boolean, dev),
+            rate_limit=_parse("CDS_RATE_LIMIT", env, _rate_limit, "60/minute"),
+            rate_limit_storage_uri=_parse("CDS_RATE_LIMIT_STORAGE_URI", env, _storage_uri, "memory://"),
+            trusted_proxy_hops=_parse("CDS_TRUSTED_PROXY_HOPS", env, _non_negative_int(5), 0),
             **_auth_settings(env),
         )
         settings.check_consistency()
@@ -207,6 +228,41 @@ def _non_negative(maximum: float) -> Callable[[str, str], float]:
         return value
 
     return parse
+
+
+def _non_negative_int(maximum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(name, f"expected an integer, got {raw!r}") from None
+        if not 0 <= value <= maximum:
+            raise ConfigurationError(name, f"must be >= 0 and <= {maximum}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _rate_limit(name: str, raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"expected a rate such as '60/minute', got {raw!r}") from None
+    return raw
+
+
+def _storage_uri(name: str, raw: str) -> str:
+    from limits.storage import storage_from_string
+
+    if raw.startswith("async+"):
+        raise ConfigurationError(name, f"an async storage cannot serve this (synchronous) service: {raw!r}")
+    try:
+        storage_from_string(raw)  # checks the scheme and the storage's client package; connects lazily
+    except Exception as exc:  # limits raises ConfigurationError or ValueError, by storage
+        raise ConfigurationError(name, f"not a usable limits storage URI ({type(exc).__name__})") from None
+    return raw
 
 
 def default_database_url() -> str:

@@ -30,7 +30,6 @@ from cds_service.smart.appcontext import AppContext, for_patient
 from cds_service.smart.charts.panels import check_chart_defs
 from cds_service.smart.dashboard import DashboardView, InstantSource, build_view
 from cds_service.smart.dbstore import SqlSessionStore
-from cds_service.smart.discovery import discover
 from cds_service.smart.errors import SmartError, bad_launch
 from cds_service.smart.fhirdata import fetch_record, read_patient, search_patients
 from cds_service.smart.oauth import (
@@ -116,6 +115,7 @@ def standalone() -> Response | str:
 
 
 def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
+    """Allowlist first: a launch naming another FHIR server costs no request to it and no database row."""
     settings = smart_state().settings
     if not settings.iss_allowed(iss):
         raise SmartError(
@@ -125,7 +125,7 @@ def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
             f"The launch named the FHIR server {iss!r}, which is not on this app's allowlist.",
             relaunch=False,
         )
-    config = discover(http(), iss, settings)
+    config = smart_state().discovery.get(http(), iss, settings)
     redirect_uri = settings.redirect_uri(request.host_url)
     url, pending = authorization_request(
         config, settings, iss=iss, redirect_uri=redirect_uri, kind=kind, launch=launch_id
