@@ -46,9 +46,7 @@ NOW = datetime.now(UTC)
 GENEROUS_S = 60.0
 
 
-def environment(
-    timeout: float | None = None, max_pages: int = 10, lookback: int = 60
-) -> FetchEnvironment:
+def environment(timeout: float | None = None, max_pages: int = 10, lookback: int = 60) -> FetchEnvironment:
     session = requests.Session()
     session.trust_env = False
     return FetchEnvironment(session, dev_fhir_server_policy, True, timeout, max_pages, lookback)
