@@ -184,15 +184,23 @@ class Settings:
             )
 
     def summary(self) -> dict[str, str]:
-        """Printable view of the settings, with any database password masked."""
+        """Printable view of the settings, with any database or rate-limit storage password masked."""
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        shown["rate_limit_storage_uri"] = _without_credentials(self.rate_limit_storage_uri)
         shown["cors_origins"] = ", ".join(self.cors_origins) or "(none)"
         shown["trusted_clients_json"] = "(set)" if self.trusted_clients_json else "(none)"
         for name in shown:  # settings added later whose name says they are secret stay hidden too
             if any(word in name for word in _SECRET_WORDS) and getattr(self, name):
                 shown[name] = "(set, hidden)"
         return shown
+
+
+def _without_credentials(uri: str) -> str:
+    """`redis://user:secret@host/0` -> `redis://***@host/0` (a storage URI may carry a password)."""
+    scheme, separator, rest = uri.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{separator}***@{host}" if at and userinfo else uri
 
 
 def _auth_settings(env: Mapping[str, str]) -> dict[str, Any]:
