@@ -106,7 +106,10 @@ def test_launches_are_rate_limited_per_client(tmp_path: Path) -> None:
         seen, before = len(ehr.seen), rows(app)
         refused = client.get("/smart/launch", query_string=query)
         assert statuses == [502] * 4  # the (unusable) server was asked: the launches counted
-        assert refused.status_code == 429
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert "http-429" in refused.get_data(as_text=True) or "Too Many Requests" in refused.get_data(
+            as_text=True
+        )
         assert len(ehr.seen) == seen and rows(app) == before  # refused before any work
         other = client.get(
             "/smart/launch", query_string=query, environ_overrides={"REMOTE_ADDR": "127.0.0.9"}

@@ -175,9 +175,10 @@ unit_strings = st.one_of(
 )
 
 
-@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(unit=unit_strings, analyte=st.sampled_from(["ferritin", "platelets", "temperature", "fibrinogen"]))
-def test_fuzz_any_unit_string_converts_or_is_refused_within_the_bound(unit: str, analyte: str) -> None:
+ANALYTES = st.sampled_from(["ferritin", "platelets", "temperature", "fibrinogen"])
+
+
+def converts_or_is_refused_within_the_bound(unit: str, analyte: str) -> None:
     converter = UnitConverter(specs())  # a fresh cache: every example is parsed
     start = time.perf_counter()
     try:
@@ -187,3 +188,17 @@ def test_fuzz_any_unit_string_converts_or_is_refused_within_the_bound(unit: str,
     else:
         assert linear.scale == linear.scale and linear.scale not in (0.0, float("inf"), float("-inf"))
     assert time.perf_counter() - start < CALL_BOUND_S
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(unit=unit_strings, analyte=ANALYTES)
+def test_fuzz_any_unit_string_converts_or_is_refused_within_the_bound(unit: str, analyte: str) -> None:
+    converts_or_is_refused_within_the_bound(unit, analyte)
+
+
+@pytest.mark.slow
+@settings(deadline=None, max_examples=5_000, suppress_health_check=[HealthCheck.too_slow])
+@given(unit=unit_strings, analyte=ANALYTES)
+def test_fuzz_unit_strings_slow(unit: str, analyte: str) -> None:
+    """`make test-slow`: the same property over 5,000 generated strings."""
+    converts_or_is_refused_within_the_bound(unit, analyte)

@@ -117,11 +117,13 @@ def error_page(error: SmartError) -> tuple[str, int]:
     return page, error.status
 
 
-def http_error_page(error: HTTPException) -> tuple[str, int]:
+def http_error_page(error: HTTPException) -> tuple[str, int, dict[str, str]]:
     status = error.code or 500
-    return error_page(
+    page, status = error_page(
         SmartError(status, f"http-{status}", error.name, "The request cannot be served.", relaunch=False)
     )
+    kept = {name: value for name, value in error.get_headers() if name in ("Retry-After", "Allow")}
+    return page, status, kept
 
 
 def unexpected_error_page(error: Exception) -> tuple[str, int]:
