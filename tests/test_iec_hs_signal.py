@@ -118,3 +118,16 @@ def test_a_cytopenia_worsens_from_a_recovery_not_from_the_lymphodepletion_low(
         assert cytopenias.status != "met" and "not new or worsening" in said
     low = criterion(iec(*course(1000, 3000), *platelets[:3], at_day=6.5).criteria, "cytopenias")
     assert low.status != "met" and "not new or worsening" in " ".join(e.description for e in low.evidence)
+
+
+def test_inside_the_crs_window_without_crs_a_rise_is_read_as_crs_beginning() -> None:
+    temps = [lab("temperature", 36.8, "Cel", d + 0.1) for d in range(0, 6)]
+    rising = [ferritin(300, -1), ferritin(320, 2), ferritin(1500, 5)]
+    partial = IEC_HS.result(run(*temps, *rising, at=day(5, 6)).instruments)
+    assert criterion(partial.criteria, "onset").status == "not-met"
+    assert partial.status == "not-met"
+    full = IEC_HS.result(
+        run(*temps, *rising, *[lab("fibrinogen", 120, "mg/dL", 5)], at=day(5, 6)).instruments
+    )
+    assert full.status == "possible"
+    assert full.gaps[0] == "within the CRS window: a rise now cannot be separated from CRS beginning"

@@ -31,6 +31,7 @@ def _status(
     timing: CriterionResult,
     specific: list[CriterionResult],
     other: list[CriterionResult],
+    crs_status: str,
 ) -> tuple[IecStatus, tuple[str, ...]]:
     """The status and the gaps that keep it from being decided further (most decisive first)."""
     gaps: list[str] = []
@@ -43,6 +44,8 @@ def _status(
         return "not-met", ()
     if timing.status == "unknown":
         gaps.append("CRS course unknown")
+    elif timing.status == "not-met" and crs_status == "none":
+        gaps.append("within the CRS window: a rise now cannot be separated from CRS beginning")
     elif timing.status == "not-met":
         gaps.append("CRS still active: IEC-HS cannot be separated from CRS")
     specific_status = any_of([c.status for c in specific])
@@ -137,7 +140,7 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
     ]
     nonspecific = [cytopenias(ctx, common_doc["cytopenias"], citation)]
     others = other_manifestations(ctx, doc, citation)
-    status, gaps = _status(signal.criterion, timing, specific, nonspecific + others)
+    status, gaps = _status(signal.criterion, timing, specific, nonspecific + others, ctx.crs_course.status)
     onset_time = signal.onset
     result_grade = grade(ctx, status, onset_time, grading)
     return IecHsResult(
