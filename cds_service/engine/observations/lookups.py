@@ -22,6 +22,7 @@ from cds_service.engine.observations.concepts import (
     decode_concept,
     text_analyte,
 )
+from cds_service.engine.observations.plausibility import Plausible
 from cds_service.engine.observations.ranges import (
     RangeResult,
     fallback_range,
@@ -45,6 +46,11 @@ class Recipe(NamedTuple):
     identity: bool  # the unit is the canonical one: values pass through unchanged
     fasting: bool
     without_range: RangeResult  # when the Observation has no usable referenceRange
+    plausible: Plausible  # a value outside is a data error (excluded and reported)
+    # Reported values strictly between these are finite and plausible (Plausible.sure_range): the fast
+    # path's one range check; values outside it are judged exactly.
+    sure_low: float
+    sure_high: float
     # Typed referenceRange arrays by their JSON bytes: the range as used, or None when the array is not the
     # plain shape and the general path decides.
     ranges: dict[bytes, RangeResult | None]
@@ -74,6 +80,8 @@ class Lookups:
         found = self.recipes.get(key)
         if found is None:
             conversion = self.kb.units.conversion(analyte, unit)
+            plausible = Plausible.of(self.kb.analytes[analyte].get("plausible"))
+            sure_low, sure_high = plausible.sure_range(conversion)
             found = self.recipes[key] = Recipe(
                 analyte=analyte,
                 code=code,
@@ -83,6 +91,9 @@ class Lookups:
                 identity=conversion.scale == 1.0 and conversion.offset == 0.0,
                 fasting=fasting,
                 without_range=fallback_range(self.kb, analyte),
+                plausible=plausible,
+                sure_low=sure_low,
+                sure_high=sure_high,
                 ranges={},
             )
         return found

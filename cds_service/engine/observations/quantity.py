@@ -1,7 +1,8 @@
-"""A FHIR Quantity as the normalizer reads it, on plain JSON: its unit and its comparator."""
+"""A FHIR Quantity as the normalizer reads it: its unit, and the comparators FHIR defines."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from msgspec import UNSET
@@ -9,6 +10,9 @@ from msgspec import UNSET
 from cds_service.engine.catalog import UCUM
 
 COMPARATORS = frozenset({"<", "<=", ">", ">="})
+_COMPARATOR: dict[Any, str] = {sign: sign for sign in COMPARATORS}
+# The comparator when it is one of FHIR's four, else None (a plain value); a C call on the hot path.
+comparator_of: Callable[[Any], str | None] = _COMPARATOR.get
 UCUM_OR_UNSET = frozenset({UCUM, UNSET})  # the systems a typed Quantity's code may come from
 
 

@@ -2,8 +2,8 @@
 
 The typed fast path reads a decoded Quantity of the plain shape; anything else is read by the general path,
 which decides and says why a value is excluded. Both map the value through the same recipe (unit
-conversion, fallback range: lookups.Recipe), the same range conversion (ranges) and the same builder
-(ValueReader.build).
+conversion, fallback range, plausible bounds: lookups.Recipe), the same range conversion (ranges) and the
+same builder (ValueReader.build), which also rejects implausible values.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cds_service.engine.fhirutil import number
 from cds_service.engine.model import DataIssue, LabValue
 from cds_service.engine.observations.concepts import Mapped
 from cds_service.engine.observations.lookups import Lookups, Recipe
-from cds_service.engine.observations.quantity import COMPARATORS, UCUM_OR_UNSET, unit_of
+from cds_service.engine.observations.quantity import UCUM_OR_UNSET, comparator_of, unit_of
 from cds_service.engine.observations.ranges import RangeResult
 from cds_service.engine.typed import Quantity
 from cds_service.engine.units import UnitError
@@ -48,8 +48,8 @@ class ValueReader:
         bounds: RangeResult,
         preliminary: bool,
     ) -> LabValue:
-        """The one place a LabValue is made (an analyte whose limits came from the fallback table is
-        recorded: the result lists them)."""
+        """The one place a LabValue is made, from a finite, plausible value (an analyte whose limits came
+        from the fallback table is recorded: the result lists them)."""
         low, high, range_source = bounds
         if range_source == "fallback":
             self._fallbacks.add(recipe.analyte)
@@ -79,14 +79,21 @@ class ValueReader:
         ranges: Raw | UnsetType,
         time: datetime,
     ) -> LabValue | None:
-        """The fast path (thousands per hook): a finite UCUM value of a known LOINC code in a convertible
-        unit, with no range or one plain range. None hands the Observation to the general path."""
+        """The fast path (thousands per hook): a finite, plausible UCUM value of a known LOINC code in a
+        convertible unit, with no range or one plain range. None hands the Observation to the general
+        path, which decides and reports."""
         if quantity is UNSET:
             return None
         unit, raw = quantity.code, quantity.value
         recipe = self._recipes.get((code, unit)) or self._lookups.loinc_recipe(code, unit)
-        if recipe is None or raw is UNSET or not -1e15 < raw < 1e15 or quantity.system not in UCUM_OR_UNSET:
+        if recipe is None or raw is UNSET or quantity.system not in UCUM_OR_UNSET:
             return None
+        comparator = comparator_of(quantity.comparator)
+        # One comparison decides nearly every value (finite, plausible); one outside the sure range is
+        # judged exactly.
+        if not recipe.sure_low < raw < recipe.sure_high:
+            if not -1e15 < raw < 1e15 or not plausible(recipe, raw, comparator):
+                return None  # the general path decides and reports
         bounds: RangeResult | None
         if ranges is UNSET:
             bounds = recipe.without_range
@@ -97,10 +104,7 @@ class ValueReader:
                 bounds = self._lookups.typed_range(recipe, text)
             if bounds is None:
                 return None
-        comparator = quantity.comparator
-        return self.build(
-            recipe, raw, comparator if comparator in COMPARATORS else None, key, time, bounds, False
-        )
+        return self.build(recipe, raw, comparator, key, time, bounds, False)
 
     def general(
         self, key: str, path: str, holder: dict[str, Any], mapped: Mapped, time: datetime, preliminary: bool
@@ -134,10 +138,26 @@ class ValueReader:
             problem = f"unit {exc} ({self._lookups.kb.display(analyte)}): excluded"
             self._issue(key, problem, f"{path}valueQuantity.code")
             return None
-        comparator = quantity.get("comparator")
-        comparator = comparator if comparator in COMPARATORS else None
+        comparator = comparator_of(quantity.get("comparator"))
+        if not recipe.sure_low < raw < recipe.sure_high and not plausible(recipe, raw, comparator):
+            self._issue(key, self._implausible(recipe, raw, comparator), f"{path}valueQuantity.value")
+            return None
         bounds = self._lookups.general_range(recipe, holder.get("referenceRange"))
         return self.build(recipe, raw, comparator, key, time, bounds, preliminary)
 
     def _issue(self, key: str, problem: str, path: str) -> None:
         self._issues.append(DataIssue(key, problem, path=path))
+
+    def _implausible(self, recipe: Recipe, raw: float, comparator: str | None) -> str:
+        """Why a value was excluded as implausible, in the reported and (if another) the canonical unit."""
+        shown = f"{comparator or ''}{raw:g} {recipe.unit}".rstrip()
+        if recipe.unit != recipe.canonical:
+            shown += f" = {recipe.conversion.apply(raw):g} {recipe.canonical}"
+        display = self._lookups.kb.display(recipe.analyte)
+        bounds = recipe.plausible.describe(recipe.canonical)
+        return f"implausible value {shown} ({display}; plausible {bounds}): excluded"
+
+
+def plausible(recipe: Recipe, raw: float, comparator: str | None) -> bool:
+    """Whether a finite reported value can be true, judged in the canonical unit (plausibility)."""
+    return recipe.plausible.allows(recipe.conversion.apply(raw), comparator)
