@@ -138,7 +138,9 @@ class ValueReader:
             problem = f"unit {exc} ({self._lookups.kb.display(analyte)}): excluded"
             self._issue(key, problem, f"{path}valueQuantity.code")
             return None
-        comparator = comparator_of(quantity.get("comparator"))
+        comparator = quantity.get("comparator")
+        # Not one of FHIR's four (another code, a number, an array): a plain value, as on the typed path.
+        comparator = comparator_of(comparator) if type(comparator) is str else None
         if not recipe.sure_low < raw < recipe.sure_high and not plausible(recipe, raw, comparator):
             self._issue(key, self._implausible(recipe, raw, comparator), f"{path}valueQuantity.value")
             return None
