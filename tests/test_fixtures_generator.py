@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from fixtures.gen import as_batch, generate_course, split_transaction
+from fixtures.gen import terminology as term
 from fixtures.gen.facts import parse, summarize
 from fixtures.gen.scenarios import SCENARIOS
 from fixtures.gen.units import LOINC_TO_ANALYTE, unit_to_canonical
@@ -308,6 +309,36 @@ def test_medications_procedures_and_conditions_use_mapping_codes() -> None:
             assert r["code"]["coding"][0]["system"] == "http://hl7.org/fhir/sid/icd-10-cm"
             if "abatementDateTime" in r:
                 assert r["clinicalStatus"]["coding"][0]["code"] == "resolved"
+
+
+def test_generator_terminology_is_copied_from_mappings() -> None:
+    """Every code in fixtures/gen/terminology.py that the engine must know is in mappings/."""
+    meds = mapping("medications.yaml")["classes"]
+    for drug in term.DRUGS.values():
+        if drug.rxnorm:
+            klass = next(m for m in meds.values() if drug.rxnorm in {c["code"] for c in m["rxnorm"]})
+            assert any(name in drug.text for name in klass["names"]), drug
+    levels = mapping("oxygen_support.yaml")["levels"]
+    assert [(c["system"], c["code"]) for c in mapping("oxygen_support.yaml")["observation_codes"]] == [
+        (term.LOINC, term.OXYGEN_DELIVERY[0])
+    ]
+    for device in term.OXYGEN_DEVICES.values():
+        level = levels[device.level]
+        assert level["grade"] == device.grade
+        if device.code:
+            assert {"system": term.SNOMED, "code": device.code} in [
+                {"system": c["system"], "code": c["code"]} for c in level["codes"]
+            ]
+        assert any(p in device.text.lower() for p in level["text_patterns"]), device
+    documented = mapping("site_flowsheets.yaml")["documented"]
+    for kind, (code, _) in term.FLOWSHEET_ROWS.items():
+        assert (term.FLOWSHEET_SYSTEM, code) in {(c["system"], c["code"]) for c in documented[kind]}
+    conditions = mapping("conditions.yaml")
+    coded = {(c["system"], c["code"]) for f in conditions["findings"].values() for c in f["codes"]}
+    coded |= {(conditions["crs"]["system"], code) for code in conditions["crs"]["codes"]}
+    assert term.CODED_FINDINGS <= coded
+    procs = {c["code"] for k in mapping("procedures.yaml")["kinds"].values() for c in k["codes"]}
+    assert {p.code for p in term.PROCEDURES.values()} <= procs
 
 
 def test_flowsheet_rows_use_mapping_codes() -> None:

@@ -126,6 +126,15 @@ def test_temperatures_every_day_0_to_14_unless_built_with_gaps() -> None:
             assert len(missing) <= 1, (p["id"], missing)  # at most the last day, cut at `at`
 
 
+@pytest.mark.parametrize("path", BUNDLES[: len(list(SCENARIOS.glob("*.expected.json")))], ids=lambda p: p.name)
+def test_scenarios_record_a_temperature_every_day_0_to_14(path: Path) -> None:
+    f = facts(path)
+    if f.infusion is None:
+        return  # no CAR-T
+    days = {f.day_of(v.time) for v in f.series("temperature")}
+    assert all(d in days for d in range(0, min(14, f.day_post_infusion or 0) + 1)), sorted(days)
+
+
 def test_home_temperatures_are_patient_reported() -> None:
     home = [
         r
