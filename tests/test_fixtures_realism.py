@@ -199,7 +199,7 @@ def test_label_instants_are_ordered() -> None:
     for p in patients():
         crs, iec = p["crs"], p["iecHs"]
         if crs:
-            assert p["infusion"] < crs["onset"] < crs["resolved"]
+            assert p["infusion"] < crs["onset"] <= crs["firstSign"] <= crs["lastSign"] < crs["resolved"]
         if iec:
             assert p["infusion"] < iec["onset"]
             if crs and iec["afterCrs"]:
