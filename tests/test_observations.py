@@ -263,7 +263,7 @@ def test_values_after_an_explicit_instant_are_cut_at_the_exact_boundary() -> Non
     )
     used, issues = _used_and_issues(data, AT)
     assert used == ["before", "at"]
-    assert ("3 results", "dated after the evaluation instant: not used") in issues
+    assert ("3 results", "dated or released after the evaluation instant: not used") in issues
     assert not [problem for _, problem in issues if "future" in problem]
 
 
