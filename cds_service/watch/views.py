@@ -30,6 +30,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 from werkzeug.wrappers import Response as BaseResponse
 
 from cds_service.errors import Forbidden, InvalidRequest, NotFound
+from cds_service.hooks.feedback import normalize_timestamp
 from cds_service.hooks.request import parse_json_body
 from cds_service.smart.appcontext import AppContext
 from cds_service.smart.errors import SmartError
@@ -107,7 +108,7 @@ def _target(state: WatchState, identity: ClientIdentity, document: Any) -> tuple
     patient_id, server = document.get("patientId"), document.get("fhirServer")
     if not isinstance(patient_id, str) or FHIR_ID.fullmatch(patient_id) is None:
         raise InvalidRequest("patientId: a FHIR id is required", expression="patientId")
-    if not isinstance(server, str) or normalize_base_url(server) is None:
+    if not isinstance(server, str):
         raise InvalidRequest("fhirServer: a FHIR base URL is required", expression="fhirServer")
     found = state.servers.find(server)
     if found is None or found.base not in _visible_servers(state, identity):
@@ -146,15 +147,12 @@ def api_unenroll() -> Response:
 def _infusion(value: Any) -> float | None:
     if value is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(str(value))
+    try:  # RFC 3339, as feedback timestamps (any fraction, Z or an offset)
+        return datetime.fromisoformat(normalize_timestamp(str(value)).replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise InvalidRequest(
-            "infusionTime: an ISO 8601 date-time with a time zone", expression="infusionTime"
+            "infusionTime: an RFC 3339 date-time with a time zone", expression="infusionTime"
         ) from None
-    if parsed.tzinfo is None:
-        raise InvalidRequest("infusionTime: needs a time zone", expression="infusionTime")
-    return parsed.timestamp()
 
 
 # ---------------------------------------------------------------------- Subscription notifications
