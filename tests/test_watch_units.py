@@ -167,7 +167,8 @@ def test_the_site_list_is_validated(tmp_path: Path) -> None:
     good = tmp_path / "list.yaml"
     good.write_text(
         "patients:\n  - {patientId: p-1, fhirServer: 'https://ehr.example.org/fhir/'}\n"
-        "  - {patientId: p-2, fhirServer: 'https://ehr.example.org/fhir', infusionTime: '2026-03-02T10:00:00Z'}\n",
+        "  - {patientId: p-2, fhirServer: 'https://ehr.example.org/fhir',\n"
+        "     infusionTime: '2026-03-02T10:00:00Z'}\n",
         encoding="utf-8",
     )
     listed = load_list(good, registry)
@@ -269,3 +270,13 @@ def test_the_write_back_names_the_patient_by_id_and_carries_the_change_id() -> N
     assert communication["identifier"] == [{"system": "urn:ietf:rfc:3986", "value": "urn:uuid:c-1"}]
     assert "grade 2 on day 12" in communication["payload"][0]["contentString"]
     assert fhir_resource("Flag", payload)["status"] == "active"
+
+
+def test_a_bulk_load_inside_the_overlap_does_not_overflow_the_mark() -> None:
+    many = [obs(f"o{i}", "1", f"2026-03-01T10:00:00.{i % 1000:03d}Z") for i in range(1200)]
+    fresh, mark = diff(many, None, overlap_s=5)
+    assert len(fresh) == 1200 and mark["overlap"] == 0 and mark["at"] == "2026-03-01T10:00:00.999Z"
+    assert mark["keys"] == ["Observation/o999/1"]  # the versions at the newest instant only
+    # The next poll asks from the mark itself (overlap 0): it sees that one again, nothing is new.
+    again, _ = diff([r for r in many if r["meta"]["lastUpdated"].endswith(".999Z")], mark, overlap_s=5)
+    assert again == []

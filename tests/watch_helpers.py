@@ -103,7 +103,15 @@ class Course:
 
 
 def course(name: str) -> Course:
-    bundle = scenario_bundle(name)
+    """A scenario's course (fixtures/scenarios/<name>.json), or a population patient's (pop-NN)."""
+    if name.startswith("pop-"):
+        path = PROJECT_ROOT / "fixtures" / "population" / f"patient-{name.removeprefix('pop-')}.json"
+        return course_of_bundle(json.loads(path.read_text(encoding="utf-8")))
+    return course_of_bundle(scenario_bundle(name))
+
+
+def course_of_bundle(document: dict[str, Any]) -> Course:
+    bundle = document.get("bundle", document)
     resources = [entry["resource"] for entry in bundle["entry"]]
     patient = next(r for r in resources if r["resourceType"] == "Patient")
     observations = sorted(
@@ -112,6 +120,18 @@ def course(name: str) -> Course:
     )
     static = [r for r in resources if r["resourceType"] != "Observation"]
     return Course(str(patient["id"]), static, observations)
+
+
+def renamed(replay: Course, patient_id: str, prefix: str) -> Course:
+    """The course under another patient id, every other id prefixed (tests sharing one FHIR server)."""
+    old = f'"Patient/{replay.patient_id}"'
+    raw = json.dumps({"static": replay.static, "obs": [r for _, r in replay.observations]})
+    data = json.loads(raw.replace(old, f'"Patient/{patient_id}"'))
+    for resource in [*data["static"], *data["obs"]]:
+        is_patient = resource["resourceType"] == "Patient"
+        resource["id"] = patient_id if is_patient else f"{prefix}{resource['id']}"[:64]
+    times = [t for t, _ in replay.observations]
+    return Course(patient_id, data["static"], list(zip(times, data["obs"], strict=True)))
 
 
 def put_all(stack: FhirStack, resources: Iterable[dict[str, Any]]) -> int:

@@ -65,8 +65,8 @@ def webhook_payload(entry: WatchEntry, change: Change, *, base_url: str) -> dict
             "dayPostInfusion": change.day_post_infusion,
         },
         "evaluatedAt": iso(change.evaluated_at),
-        "dashboardUrl": f"{base_url}/watch/open/{entry.entry_id}",
-        "worklistUrl": f"{base_url}/watch/",
+        "dashboardUrl": f"{base_url}/smart/worklist/open/{entry.entry_id}",
+        "worklistUrl": f"{base_url}/smart/worklist",
     }
 
 

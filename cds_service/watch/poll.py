@@ -24,7 +24,7 @@ from cds_service.hooks.fhir_client import FhirClient
 from cds_service.hooks.prefetch import fallback_query
 from cds_service.hooks.services import ServiceDefinition
 
-Mark = dict[str, Any]  # {"at": ISO instant, "keys": [type/id/version, ...]}
+Mark = dict[str, Any]  # {"at": ISO instant, "keys": [type/id/version, ...], optionally "overlap": seconds}
 MAX_KEYS = 500  # versions remembered per search (only those within the overlap of the mark)
 
 
@@ -68,7 +68,8 @@ def poll(
         query = fallback_query(template, context, at, lookback_days)
         previous = marks.get(template.key)
         if previous is not None:
-            since = parse_instant(previous["at"]) - timedelta(seconds=overlap_s)
+            reach = float(previous.get("overlap", overlap_s))
+            since = parse_instant(previous["at"]) - timedelta(seconds=reach)
             query += f"&_lastUpdated=ge{format_instant(since)}"
         bundle = client.get(query, deadline).value or {}
         result.requests += 1
@@ -102,13 +103,15 @@ def diff(
         newest = old if newest is None else max(old, newest)
     if newest is None:
         return fresh, {"at": format_instant(datetime.fromtimestamp(0, UTC)), "keys": []}
-    keep = [
-        version_key(r) for r in resources if (t := last_updated(r)) is not None and t >= newest - overlap_s
-    ]
-    return fresh, {
-        "at": format_instant(datetime.fromtimestamp(newest, UTC)),
-        "keys": sorted(set(keep))[:MAX_KEYS],
-    }
+    at = format_instant(datetime.fromtimestamp(newest, UTC))
+    stamped = [(t, version_key(r)) for r in resources if (t := last_updated(r)) is not None]
+    keep = sorted({key for t, key in stamped if t >= newest - overlap_s})
+    if len(keep) > MAX_KEYS:
+        # A bulk load inside the overlap: remember only the newest instant's versions and reach back no
+        # further than it next time (this once without the overlap's protection against late commits).
+        newest_keys = sorted({key for t, key in stamped if t >= newest})
+        return fresh, {"at": at, "keys": newest_keys[:MAX_KEYS], "overlap": 0}
+    return fresh, {"at": at, "keys": keep}
 
 
 def resources_of(value: Mapping[str, Any]) -> Iterable[dict[str, Any]]:

@@ -67,7 +67,6 @@ from cds_service.watch.subscriptions import SubscriptionManager
 log = logging.getLogger("cds_service.watch")
 FERRITIN_POINTS = 24  # the sparkline: the latest values since shortly before the infusion
 FIRST_RETRY_S = 30.0
-CLAIM_BATCH = 16
 OUTBOX_BATCH = 32
 STATUS_RANK = {"possible": 1, "met": 2}
 NOT_FOUND = "patient not found on the FHIR server"
@@ -168,7 +167,7 @@ class Watcher:
                     self.owner,
                     now,
                     self.settings.lease_s,
-                    max(CLAIM_BATCH, self.settings.concurrency),
+                    self.settings.concurrency,  # claim what this process can work on now
                     cycle_start=started if full else None,
                 )
                 if not batch:
