@@ -82,7 +82,8 @@ def oracle(replay: Course, instants: list[datetime]) -> list[tuple[str, int | No
 
 
 def expected_changes(statuses: list[tuple[str, int | None]]) -> list[tuple[str | None, str, int | None]]:
-    changes, previous = [], (None, None)
+    changes: list[tuple[str | None, str, int | None]] = []
+    previous: tuple[str | None, int | None] = (None, None)
     for status, grade in statuses:
         if rises(previous[0], previous[1], status, grade):
             changes.append((previous[0] if previous[0] in ("possible", "met") else None, status, grade))

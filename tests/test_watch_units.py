@@ -174,6 +174,7 @@ def test_the_site_list_is_validated(tmp_path: Path) -> None:
     listed = load_list(good, registry)
     assert [(i.fhir_server, i.patient_id) for i in listed] == [(BASE, "p-1"), (BASE, "p-2")]
     assert listed[1].infusion_at == datetime(2026, 3, 2, 10, tzinfo=UTC).timestamp()
+    bad: dict[str, Any]
     for bad in (
         {"patients": [{"patientId": "p 1", "fhirServer": BASE}]},
         {"patients": [{"patientId": "p-1", "fhirServer": "https://other.example.org/fhir"}]},
