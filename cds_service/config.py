@@ -70,6 +70,7 @@ CDS_WATCH_WEBHOOK_URL          Where status changes are POSTed (signed, Standard
 CDS_WATCH_WEBHOOK_SECRET       The webhook signing secret (``whsec_`` + base64, at least 24 bytes).
 CDS_WATCH_WEBHOOK_TIMEOUT_S    Budget of one webhook delivery (default 5).
 CDS_WATCH_WEBHOOK_MAX_ATTEMPTS Deliveries tried before a notification is given up (default 12).
+CDS_WATCH_WEBHOOK_RETRY_S      First retry delay; it doubles per attempt up to an hour, with jitter (30).
 CDS_WATCH_WRITE_BACK           ``Communication`` or ``Flag``: also write the change to the EHR (write
                                scope needed); default ``off``.
 CDS_WATCH_SUBSCRIPTIONS        ``0`` never creates rest-hook Subscriptions (polling only); default on.
@@ -112,6 +113,7 @@ WATCH_VARIABLES = (
     "CDS_WATCH_WEBHOOK_SECRET",
     "CDS_WATCH_WEBHOOK_TIMEOUT_S",
     "CDS_WATCH_WEBHOOK_MAX_ATTEMPTS",
+    "CDS_WATCH_WEBHOOK_RETRY_S",
     "CDS_WATCH_WRITE_BACK",
     "CDS_WATCH_SUBSCRIPTIONS",
     "CDS_WATCH_ENROLL_FILE",
@@ -173,6 +175,7 @@ class WatchSettings:
     webhook_secret: str | None = field(default=None, repr=False)
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 12
+    webhook_retry_s: float = 30.0
     write_back: str = "off"
     subscriptions: bool = True
     enroll_file: Path | None = None
@@ -339,6 +342,7 @@ def _watch_settings(env: Mapping[str, str], dev: bool) -> WatchSettings:
         webhook_secret=_parse("CDS_WATCH_WEBHOOK_SECRET", env, _webhook_secret, None),
         webhook_timeout_s=_parse("CDS_WATCH_WEBHOOK_TIMEOUT_S", env, _positive(float, 60.0), 5.0),
         webhook_max_attempts=_parse("CDS_WATCH_WEBHOOK_MAX_ATTEMPTS", env, _positive(int, 100), 12),
+        webhook_retry_s=_parse("CDS_WATCH_WEBHOOK_RETRY_S", env, _positive(float, 3600.0), 30.0),
         write_back=_parse("CDS_WATCH_WRITE_BACK", env, _write_back, "off"),
         subscriptions=_parse("CDS_WATCH_SUBSCRIPTIONS", env, _boolean, True),
         enroll_file=_parse("CDS_WATCH_ENROLL_FILE", env, _existing_file, None),

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from cds_service.hooks.fhir_client import FhirClient
+from cds_service.hooks.fhir_client import FhirClient, FhirFetchError
 from cds_service.hooks.prefetch import fallback_query
 from cds_service.hooks.services import ServiceDefinition
 
@@ -37,6 +37,7 @@ class PollResult:
     new_observation_times: list[float] = field(default_factory=list)  # meta.lastUpdated, epoch seconds
     marks: dict[str, Mark] = field(default_factory=dict)
     requests: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # optional searches the server refuses (403)
 
     @property
     def anything_new(self) -> bool:
@@ -54,7 +55,8 @@ def poll(
     overlap_s: float,
     deadline: float,
 ) -> PollResult:
-    """One poll of one patient; raises FhirFetchError (the caller reports it)."""
+    """One poll of one patient; raises FhirFetchError (the caller reports it), except for a 403 on a search
+    the hook does not require (recorded in `refused`)."""
     context = {"patientId": patient_id}
     patient = client.get(f"Patient/{quote(patient_id, safe='')}", deadline).value
     result = PollResult(patient_found=patient is not None, requests=1)
@@ -71,8 +73,15 @@ def poll(
             reach = float(previous.get("overlap", overlap_s))
             since = parse_instant(previous["at"]) - timedelta(seconds=reach)
             query += f"&_lastUpdated=ge{format_instant(since)}"
-        bundle = client.get(query, deadline).value or {}
         result.requests += 1
+        try:
+            bundle = client.get(query, deadline).value or {}
+        except FhirFetchError as exc:
+            if template.required or exc.reason != "HTTP 403":
+                raise
+            # A grant without this type (a scope the server narrowed): watch on with what can be read.
+            result.refused[template.key] = exc.reason
+            continue
         resources = list(resources_of(bundle))
         fresh, result.marks[template.key] = diff(resources, previous, overlap_s)
         result.new[template.key] = len(fresh)

@@ -237,7 +237,7 @@ class Watcher:
             if entry.watermarks:
                 token, result = self._poll(server, entry, at, deadline)
             else:  # never fetched: there is nothing to compare with, so fetch everything at once
-                token, result = self.tokens.token(server), PollResult(patient_found=True)
+                token, result = self.tokens.token(server), PollResult(patient_found=True, new={"all": 1})
         except (BackendAuthError, FhirFetchError) as exc:
             return self._failure(entry, exc.reason, polled_at)
         if not result.patient_found:
@@ -245,6 +245,8 @@ class Watcher:
         due = entry.last_evaluated is None or polled_at - entry.last_evaluated >= self.settings.reevaluate_s
         if not (result.anything_new or entry.force or entry.notified or due):
             values = self._ok_values(entry, polled_at)
+            if result.refused:  # still evaluated on what can be read; the gap stays on the worklist
+                values |= _incomplete(entry, result.refused, polled_at)
             return _Outcome("unchanged", values, requests=result.requests)
         requests = result.requests + len(self.service.prefetch)
         try:
@@ -351,14 +353,13 @@ class Watcher:
             "evaluations": entry.evaluations + 1,
             "force": False,
         }
-        if resolved.gaps:
-            # Evaluated on what could be read; the marks stay, so the next poll fetches again.
-            values["problem"] = f"incomplete data: {', '.join(resolved.gaps)[:120]}"
-            values["problem_since"] = entry.problem_since or polled_at
-        else:
-            values["watermarks"] = orjson.dumps(
-                {**polled.marks, **marks_from(resolved.data, self.settings.poll_overlap_s)}
-            ).decode()
+        # Marks only for what was read completely: a search left incomplete is fetched again next time.
+        marks = {**polled.marks, **marks_from(resolved.data, self.settings.poll_overlap_s)}
+        values["watermarks"] = orjson.dumps(
+            {k: v for k, v in marks.items() if k not in resolved.gaps}
+        ).decode()
+        if resolved.gaps:  # evaluated on what could be read; the gap is shown on the worklist
+            values |= _incomplete(entry, {key: "" for key in resolved.gaps}, polled_at)
         changes: list[Change] = []
         if rises(entry.status, entry.grade, status, grade):
             change = Change(
@@ -494,7 +495,8 @@ class Watcher:
         except (DeliveryError, BackendAuthError, FhirFetchError) as exc:
             attempts = item.attempts + 1
             give_up = attempts >= self.settings.webhook_max_attempts
-            retry_at = None if give_up else time.time() + retry_delay(attempts)
+            delay = retry_delay(attempts, base=self.settings.webhook_retry_s)
+            retry_at = None if give_up else time.time() + delay
             self.store.outbox_done(
                 item, self.owner, now=time.time(), sent=False, error=exc.reason, retry_at=retry_at
             )
@@ -555,6 +557,15 @@ def _fields(change: Change) -> dict[str, Any]:
 
 def _label(status: str | None, grade: int | None) -> str:
     return f"{status} {grade}" if status and grade else (status or "none")
+
+
+def _incomplete(entry: WatchEntry, keys: dict[str, str], polled_at: float) -> dict[str, Any]:
+    """The worklist problem of an evaluation on incomplete data ("incomplete data: conditions (HTTP 403)")."""
+    parts = [f"{key} ({reason})" if reason else key for key, reason in keys.items()]
+    return {
+        "problem": f"incomplete data: {', '.join(parts)}"[:160],
+        "problem_since": entry.problem_since or polled_at,
+    }
 
 
 def _unavailable_reason(exc: PrefetchUnavailable) -> str:
