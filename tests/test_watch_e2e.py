@@ -37,6 +37,7 @@ from tests.plugins.smart_backend import BackendClient
 from tests.watch_helpers import (
     Course,
     course,
+    dispose,
     new_secret,
     put_all,
     renamed,
@@ -271,47 +272,55 @@ def test_two_watcher_processes_on_postgresql_evaluate_and_notify_each_change_onc
         DATABASE_URL=postgres_database_url,
         CDS_WATCH_SUBSCRIPTIONS=False,
     )
-    web = app.test_client()
-    courses = [renamed(course(name), f"pg-{name}", "pg-") for name in PG_PATIENTS]
-    for replay in courses:
-        put_all(stack, replay.static)
-        enrol = {"patientId": replay.patient_id, "fhirServer": stack.fhir_base}
-        assert web.post("/watch/api/enroll", json=enrol).status_code == 201
-    expected = {c.patient_id: oracle(c, PG_ROUNDS) for c in courses}
-    env = {
-        "CDS_WATCH_WEBHOOK_URL": receiver.url,
-        "CDS_WATCH_WEBHOOK_SECRET": secret,
-        "CDS_WATCH_CONCURRENCY": "1",
-    }
-    previous: datetime | None = None
-    evaluated = 0
-    for i, at in enumerate(PG_ROUNDS):
-        fresh = sum(1 for replay in courses if put_all(stack, replay.until(previous, at)) or previous is None)
-        previous = at
-        processes = [start_once(pg, postgres_database_url, at, env) for _ in range(2)]
-        summaries = [finish(p) for p in processes]
-        # Each patient's new results are evaluated by exactly one of the two. (A process whose cycle began
-        # after the other had polled a patient may poll it once more: it finds nothing new.)
-        assert sum(s["evaluated"] for s in summaries) == fresh  # patients with new results (all, at first)
-        assert sum(s["patients"] - s["evaluated"] for s in summaries) == sum(
-            s["unchanged"] for s in summaries
-        )
-        assert sum(s["lostLeases"] for s in summaries) == 0
-        evaluated += fresh
-        rows = {p["patientId"]: p for p in web.get("/watch/api/patients").get_json()["patients"]}
+    try:
+        web = app.test_client()
+        courses = [renamed(course(name), f"pg-{name}", "pg-") for name in PG_PATIENTS]
         for replay in courses:
-            assert (rows[replay.patient_id]["status"], rows[replay.patient_id]["grade"]) == expected[
-                replay.patient_id
-            ][i]
-    engine = create_engine(postgres_database_url)
-    with engine.connect() as connection:
-        total = connection.execute(text("SELECT SUM(evaluations) FROM watch_patients")).scalar_one()
-    engine.dispose()
-    assert total == evaluated
-    bodies = received(receiver, secret)
-    for replay in courses:
-        assert by_patient(bodies, replay.patient_id) == expected_changes(expected[replay.patient_id])
-    assert len({b["changeId"] for b in bodies}) == len(bodies) > 0
+            put_all(stack, replay.static)
+            enrol = {"patientId": replay.patient_id, "fhirServer": stack.fhir_base}
+            assert web.post("/watch/api/enroll", json=enrol).status_code == 201
+        expected = {c.patient_id: oracle(c, PG_ROUNDS) for c in courses}
+        env = {
+            "CDS_WATCH_WEBHOOK_URL": receiver.url,
+            "CDS_WATCH_WEBHOOK_SECRET": secret,
+            "CDS_WATCH_CONCURRENCY": "1",
+        }
+        previous: datetime | None = None
+        evaluated = 0
+        for i, at in enumerate(PG_ROUNDS):
+            fresh = sum(
+                1 for replay in courses if put_all(stack, replay.until(previous, at)) or previous is None
+            )
+            previous = at
+            processes = [start_once(pg, postgres_database_url, at, env) for _ in range(2)]
+            summaries = [finish(p) for p in processes]
+            # Each patient's new results are evaluated by exactly one of the two. (A process whose cycle began
+            # after the other had polled a patient may poll it once more: it finds nothing new.)
+            assert (
+                sum(s["evaluated"] for s in summaries) == fresh
+            )  # patients with new results (all, at first)
+            assert sum(s["patients"] - s["evaluated"] for s in summaries) == sum(
+                s["unchanged"] for s in summaries
+            )
+            assert sum(s["lostLeases"] for s in summaries) == 0
+            evaluated += fresh
+            rows = {p["patientId"]: p for p in web.get("/watch/api/patients").get_json()["patients"]}
+            for replay in courses:
+                assert (rows[replay.patient_id]["status"], rows[replay.patient_id]["grade"]) == expected[
+                    replay.patient_id
+                ][i]
+        engine = create_engine(postgres_database_url)
+        with engine.connect() as connection:
+            total = connection.execute(text("SELECT SUM(evaluations) FROM watch_patients")).scalar_one()
+        engine.dispose()
+        assert total == evaluated
+        bodies = received(receiver, secret)
+        for replay in courses:
+            assert by_patient(bodies, replay.patient_id) == expected_changes(expected[replay.patient_id])
+        assert len({b["changeId"] for b in bodies}) == len(bodies) > 0
+
+    finally:
+        dispose(app)
 
 
 def start_once(

@@ -17,6 +17,7 @@ from flask import Flask
 from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.watch import WatchState, watch_state
+from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 from tests.plugins.fhir_stack import FhirStack
 from tests.plugins.smart_backend import BackendClient, generate_backend_client
@@ -69,6 +70,12 @@ def watch_app(tmp_path: Path, servers: Path, **extra: Any) -> Flask:
         **extra,
     )
     return create_app(config)
+
+
+def dispose(app: Flask) -> None:
+    """Close the app's database connections (PostgreSQL tests drop their database afterwards)."""
+    get_state(app).feedback.engine.dispose()
+    state_of(app).store.engine.dispose()
 
 
 def state_of(app: Flask) -> WatchState:
