@@ -436,6 +436,16 @@ class WatchStore:
                 update(patients_table).where(patients_table.c.id == row_id).values(notified_at=now)
             )
 
+    def prepare_subscription(self, row_id: int, token: str, secret_hash: str) -> None:
+        """Record a Subscription's endpoint token and secret before the server is asked to create it (its
+        handshake may come first). Not a claim's result: the version stays, the claim's write follows."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(patients_table)
+                .where(patients_table.c.id == row_id)
+                .values(subscription_token=token, subscription_secret_hash=secret_hash)
+            )
+
     # ------------------------------------------------------------------ outbox
 
     def claim_outbox(self, owner: str, now: float, lease_s: float, limit: int) -> list[OutboxItem]:

@@ -32,7 +32,7 @@ import requests
 from cds_service.hooks.fhir_client import FhirFetchError
 from cds_service.watch.fhirwrite import fhir_call
 from cds_service.watch.servers import WatchServer
-from cds_service.watch.store import WatchEntry
+from cds_service.watch.store import WatchEntry, WatchStore
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
 PROFILE = f"{BACKPORT}/StructureDefinition/backport-subscription"
@@ -60,8 +60,11 @@ class Capability:
 class SubscriptionManager:
     """Creates, checks and removes the watcher's Subscriptions; caches each server's topics (per process)."""
 
-    def __init__(self, session: requests.Session, notify_base: str | None, enabled: bool) -> None:
+    def __init__(
+        self, session: requests.Session, store: WatchStore, notify_base: str | None, enabled: bool
+    ) -> None:
         self._session = session
+        self._store = store
         self._notify_base = notify_base
         self.enabled = enabled and notify_base is not None
         self._capabilities: dict[str, tuple[Capability, float]] = {}
@@ -114,6 +117,8 @@ class SubscriptionManager:
 
     def _create(self, server: WatchServer, entry: WatchEntry, token: str, topic: str) -> dict[str, Any]:
         path_token, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(32)
+        # Stored first: the server's handshake may arrive before this evaluation's result is written.
+        self._store.prepare_subscription(entry.id, path_token, secret_hash(secret))
         resource = {
             "resourceType": "Subscription",
             "meta": {"profile": [PROFILE]},

@@ -150,7 +150,7 @@ class Watcher:
         self.max_pages = max_pages
         self.clock = clock  # the evaluation instant (tests, replays); None: now
         self.tokens = TokenCache(session, dev_mode=dev_mode)
-        self.subscriptions = SubscriptionManager(session, public_base_url, settings.subscriptions)
+        self.subscriptions = SubscriptionManager(session, store, public_base_url, settings.subscriptions)
         self.owner = f"{os.getpid()}-{secrets.token_hex(6)}"
 
     # ------------------------------------------------------------------ cycles
