@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,7 +34,13 @@ from cds_service.hooks.feedback import normalize_timestamp
 from cds_service.hooks.request import parse_json_body
 from cds_service.smart.appcontext import AppContext
 from cds_service.smart.errors import SmartError
-from cds_service.smart.web import CONTENT_SECURITY_POLICY, current_session, error_page, smart_state
+from cds_service.smart.web import (
+    CONTENT_SECURITY_POLICY,
+    START_PAGE_POLICY,
+    current_session,
+    error_page,
+    smart_state,
+)
 from cds_service.watch import WatchState, watch_state
 from cds_service.watch.metrics import SUBSCRIPTION_NOTIFICATIONS
 from cds_service.watch.notify import iso
@@ -73,7 +79,7 @@ def _headers(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
     if response.mimetype == "text/html":
-        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["Content-Security-Policy"] = g.pop("watch_csp", CONTENT_SECURITY_POLICY)
     return response
 
 
@@ -221,9 +227,14 @@ def _signed_in_server(state: WatchState) -> str | None:
 @bp.get(WORKLIST_PATH)
 def worklist() -> BaseResponse | str:
     state = _state()
-    dev_mode = state.settings.dev_mode
+    # Open like the rest of development mode: only without trusted clients (with them, sign-in as in
+    # production).
+    open_list = state.settings.dev_mode and not state.settings.trusted_clients_configured
     signed_in = _signed_in_server(state)
-    if signed_in is None and not dev_mode:
+    if signed_in is None and not open_list:
+        # Its form leads (through /smart/standalone) to the EHR's authorization server, and browsers apply
+        # form-action to redirects: as the dashboard's start page, this page cannot restrict form targets.
+        g.watch_csp = START_PAGE_POLICY
         return render_template("watch/signin.html", servers=list(state.servers), return_to=WORKLIST_PATH)
     servers = {signed_in} if signed_in is not None else {server.base for server in state.servers}
     entries = sorted(state.store.active(servers), key=urgency)
@@ -232,11 +243,19 @@ def worklist() -> BaseResponse | str:
     return render_template(
         "watch/worklist.html",
         rows=rows,
-        refresh_s=REFRESH_S,
+        refresh_s=int(current_app.config.get("WATCH_REFRESH_S", REFRESH_S)),
         now=iso(time.time()),
+        now_text=_shown(time.time()),
         dev_open=signed_in is None,
         servers=list(state.servers),
     )
+
+
+def _shown(epoch: float | None) -> str:
+    """A time as the dashboard shows times: `2026-03-15 20:00 UTC`."""
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _row(entry: WatchEntry, delivery_problem: str | None) -> dict[str, Any]:
@@ -249,8 +268,10 @@ def _row(entry: WatchEntry, delivery_problem: str | None) -> dict[str, Any]:
         "day": entry.day_post_infusion,
         "spark": sparkline(entry.ferritin),
         "last_change": iso(entry.last_change),
+        "last_change_text": _shown(entry.last_change),
         "change_from": entry.change_from,
         "last_evaluated": iso(entry.last_evaluated),
+        "last_evaluated_text": _shown(entry.last_evaluated),
         "problems": problems,
         "open_url": url_for("watch.open_dashboard", entry_id=entry.entry_id),
         "subscription": entry.subscription_state,

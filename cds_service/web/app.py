@@ -20,6 +20,7 @@ CLOCK                  ``() -> datetime`` evaluation instant; None (default) let
 VALIDATE_RESPONSES     check every hook response against the cds-response schema (default True)
 JWKS_SESSION           the ``requests.Session`` for client JWKS fetches (test_config only; read at start)
 WATCH_CLOCK            ``() -> datetime``: the watch list's evaluation instant (tests, replays); None: now
+WATCH_REFRESH_S        seconds between the worklist page's own reloads (default 60)
 =====================  ===================================================================================
 
 Client authentication (cds_service.auth): with trusted clients configured, CLIENT_AUTH verifies client JWTs
