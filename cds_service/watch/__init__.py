@@ -41,6 +41,7 @@ from cds_service.watch.sitelist import load_list
 from cds_service.watch.store import WatchEntry, WatchStore
 from cds_service.watch.watcher import CycleReport, DeliveryReport, Watcher
 from cds_service.web.metrics import COLLECTORS_KEY
+from cds_service.web.state import get_state
 
 EXTENSION_KEY = "cds_watch"
 HOOK_SERVICE = ("iec-hs-screening", "patient-view")
@@ -165,7 +166,7 @@ def init_app(
     servers = load_servers(watch.servers_file, dev_mode=settings.dev_mode, write_back=watch.write_back)
     if watch.enroll_file is not None:
         load_list(watch.enroll_file, servers)  # fail at start on a bad list
-    store = WatchStore(settings.database_url)
+    store = WatchStore(settings.database_url, shared=get_state(app).feedback.engine)
     service = registry.find(*HOOK_SERVICE)
     assert service is not None
     watcher = Watcher(

@@ -208,9 +208,10 @@ def new_change_id() -> str:
 
 
 class WatchStore:
-    """The watch tables behind their own engine (on SQLite, every transaction is BEGIN IMMEDIATE)."""
+    """The watch tables. On SQLite behind their own engine (every transaction is BEGIN IMMEDIATE); on
+    PostgreSQL on `shared` (the service's engine) when given, else their own."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, shared: Engine | None = None) -> None:
         url = make_url(database_url)
         self.backend = url.get_backend_name()
         if self.backend == "sqlite":
@@ -221,6 +222,8 @@ class WatchStore:
             )
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
+        elif shared is not None:
+            self.engine = shared
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
         metadata.create_all(self.engine)
