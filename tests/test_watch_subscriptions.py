@@ -5,6 +5,7 @@ stack's R4 backport rest-hook Subscriptions, and a loopback webhook receiver.
 * With Subscriptions: a new Observation reaches the receiver as a signed webhook in seconds, although the
   poll interval is an hour (the lag is printed, and recorded in cds_watch_result_lag_seconds).
 * Without (FHIR_SUBSCRIPTIONS=false): the watcher falls back to polling and finds it at the next poll.
+* `cds-service serve` (gunicorn, two workers): each worker runs a scheduler; the patient is evaluated once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from standardwebhooks import Webhook
 
 from cds_service.smart.devserver import serve
 from tests import fhir_builders as fb
 from tests.cds_helpers import for_patient, unique
+from tests.gunicorn_process import start_server
 from tests.plugins.fhir_stack import FhirStack, free_port
 from tests.plugins.rest_hook import RestHookReceiver
 from tests.plugins.smart_backend import BackendClient
@@ -130,3 +133,40 @@ def test_without_subscriptions_the_watcher_polls_and_finds_the_result(
     assert 'noticed_by="poll"' in result["metrics"]
     print(f"\nlag from a new Observation to its webhook (polling every 1 s while possible): {lag:.2f} s")
     assert lag < 15
+
+
+def test_cds_service_serve_runs_the_watcher_in_its_workers(
+    fhir_stack: FhirStack, client: BackendClient, tmp_path: Path
+) -> None:
+    """The embedded mode of `make run`: gunicorn, two workers with a scheduler each, one SQLite file."""
+    with fhir_stack.start_extra({"FHIR_SUBSCRIPTIONS": "false"}, seeds=[], backend_clients=[client]) as stack:
+        pid = unique("served")
+        put_all(stack, possible_patient(pid, datetime.now(UTC)))
+        servers = servers_file(tmp_path, stack, client)
+        server = start_server(
+            tmp_path,
+            free_port(),
+            {"CDS_WATCH_SERVERS_FILE": str(servers), "CDS_WATCH_TICK_S": "0.5", "CDS_WORKERS": "2"},
+            label="watch",
+        )
+        try:
+            enrol = {"patientId": pid, "fhirServer": stack.fhir_base}
+            assert (
+                requests.post(f"{server.base_url}/watch/api/enroll", json=enrol, timeout=30).status_code
+                == 201
+            )
+            deadline = time.monotonic() + 60
+            while True:
+                (row,) = requests.get(f"{server.base_url}/watch/api/patients", timeout=30).json()["patients"]
+                if row["status"] is not None:
+                    break
+                assert time.monotonic() < deadline, server.log()[-3000:]
+                time.sleep(0.2)
+            assert row["status"] == "possible" and row["problem"] is None
+            started = [line for line in server.json_lines() if line.get("event") == "watch-scheduler"]
+            assert len(started) == 2  # one scheduler per worker
+            cycles = [line for line in server.json_lines() if line.get("event") == "watch-cycle"]
+            assert sum(line["evaluated"] for line in cycles) == 1  # evaluated once, by one of the workers
+            assert pid not in server.log()
+        finally:
+            server.stop()
