@@ -147,6 +147,9 @@ def test_replayed_courses_change_the_worklist_and_send_one_webhook_per_change(
             assert (row["status"], row["grade"]) == expected[replay.patient_id][i], (replay.patient_id, at)
             assert row["dayPostInfusion"] == (at.date() - datetime(2026, 3, 2).date()).days
             assert row["problem"] is None and row["lastEvaluated"] and row["ferritin"]
+        for entry in state.store.active():  # the schedule tightens while possible or met
+            interval = 300 if entry.status in ("possible", "met") else 900
+            assert entry.last_polled is not None and entry.next_due - entry.last_polled == interval
         assert delivery.failed == 0
     bodies = received(receiver, secret)
     for replay in courses:
