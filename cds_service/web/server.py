@@ -100,6 +100,10 @@ def banner(settings: Settings, host: str, port: int) -> str:
         f"  feedback:   {base}/cds-services/<id>/feedback",
         f"  CDS Hooks Sandbox: add the discovery URL above as a CDS service ({base}/cds-services)",
     ]
+    if settings.watch.enabled:
+        lines.append(
+            f"  watch list: {base}/smart/worklist (API {base}/watch/api/patients; docs/watch-list.md)"
+        )
     return "\n".join(lines)
 
 
