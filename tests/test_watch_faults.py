@@ -55,8 +55,16 @@ def narrow() -> BackendClient:
 
 
 @pytest.fixture(scope="module")
-def stack(fhir_stack: FhirStack, client: BackendClient, narrow: BackendClient) -> Iterator[FhirStack]:
-    with fhir_stack.start_extra({"STACK_ADMIN": "true"}, seeds=[], backend_clients=[client, narrow]) as extra:
+def v1() -> BackendClient:
+    return generate_backend_client("cds-watch-v1", alg="ES384", scope="system/*.read system/Flag.write")
+
+
+@pytest.fixture(scope="module")
+def stack(
+    fhir_stack: FhirStack, client: BackendClient, narrow: BackendClient, v1: BackendClient
+) -> Iterator[FhirStack]:
+    clients = [client, narrow, v1]
+    with fhir_stack.start_extra({"STACK_ADMIN": "true"}, seeds=[], backend_clients=clients) as extra:
         yield extra
 
 
@@ -260,3 +268,31 @@ def communications(stack: FhirStack, change_id: str) -> list[dict[str, Any]]:
         timeout=30,
     ).json()
     return [entry["resource"] for entry in bundle.get("entry", [])]
+
+
+def test_v1_system_scopes_read_and_a_flag_is_written_back(
+    stack: FhirStack, v1: BackendClient, tmp_path: Path
+) -> None:
+    """SMART v1 scope syntax (`system/*.read`, `system/Flag.write`) and the Flag variant of the write-back."""
+    app = watch_app(
+        tmp_path,
+        servers_file(tmp_path, stack, v1, scopes="system/*.read system/Flag.write"),
+        CDS_WATCH_WRITE_BACK="Flag",
+        CDS_WATCH_SUBSCRIPTIONS=False,
+    )
+    state, web = state_of(app), app.test_client()
+    (a,) = patients(stack, "classic-iec-hs", until=MET)
+    enrol(web, stack, [a])
+    cycle, delivery = state.cycle(full=True, at=MET)
+    assert (cycle.evaluated, cycle.changes, delivery.sent) == (1, 1, 1)
+    (server,) = list(state.servers)
+    assert state.watcher.tokens.token(server).scopes == frozenset({"system/*.read", "system/Flag.write"})
+    (change,) = state.store.changes()
+    bundle = stack.http.get(
+        f"{stack.fhir_base}/Flag",
+        params={"identifier": f"urn:ietf:rfc:3986|urn:uuid:{change['change_id']}"},
+        timeout=30,
+    ).json()
+    (flag,) = [entry["resource"] for entry in bundle["entry"]]
+    assert flag["status"] == "active" and flag["subject"] == {"reference": f"Patient/{a.patient_id}"}
+    assert "IEC-HS screening: status met" in flag["code"]["text"]
