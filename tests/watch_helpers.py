@@ -8,7 +8,7 @@ import json
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,10 @@ from flask import Flask
 
 from cds_service import create_app
 from cds_service.datafiles import PROJECT_ROOT
+from cds_service.engine.evaluate import evaluate_at
+from cds_service.engine.instruments.registry import IEC_HS
+from cds_service.engine.knowledge import load_knowledge
+from cds_service.engine.record import read_record
 from cds_service.watch import WatchState, watch_state
 from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
@@ -139,6 +143,29 @@ def renamed(replay: Course, patient_id: str, prefix: str) -> Course:
         resource["id"] = patient_id if is_patient else f"{prefix}{resource['id']}"[:64]
     times = [t for t, _ in replay.observations]
     return Course(patient_id, data["static"], list(zip(times, data["obs"], strict=True)))
+
+
+def engine_statuses(replay: Course, instants: Iterable[datetime]) -> list[tuple[str, int | None]]:
+    """The oracle: (IEC-HS status, grade) at each instant from the engine alone, without a FHIR server, on
+    the data that were available then."""
+    kb = load_knowledge()
+    out = []
+    for at in instants:
+        result = evaluate_at(read_record(replay.static + replay.until(None, at), knowledge=kb), at)
+        iec = IEC_HS.result(result.instruments)
+        out.append((str(iec.status), iec.grade))
+    return out
+
+
+def first_rise(replay: Course, start: datetime, end: datetime, step: timedelta) -> tuple[datetime, datetime]:
+    """(quiet, rise): the last instant on the grid with IEC-HS neither possible nor met, and the first one
+    with it possible or met after that (the engine decides, so the tests follow its course)."""
+    grid = [start + i * step for i in range(int((end - start) / step) + 1)]
+    statuses = engine_statuses(replay, grid)
+    for i, (status, _) in enumerate(statuses):
+        if status in ("possible", "met") and i > 0:
+            return grid[i - 1], grid[i]
+    raise AssertionError(f"no rise of IEC-HS between {start} and {end}: {statuses}")
 
 
 def put_all(stack: FhirStack, resources: Iterable[dict[str, Any]]) -> int:
