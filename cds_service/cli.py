@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from cds_service.errors import DataFileError, InputError
+from cds_service.errors import ConfigurationError, DataFileError, InputError
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -132,6 +132,61 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, dev=args.dev, workers=args.workers)
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    """One polling cycle over every enrolled patient (--once), or the scheduler until stopped."""
+    import signal
+    import threading
+
+    from cds_service.watch import watch_state
+    from cds_service.web.app import create_app
+
+    try:
+        app = create_app()
+    except ConfigurationError as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    state = watch_state(app)
+    if state is None:
+        print("error: the watch list is off (CDS_WATCH=0, or no CDS_WATCH_SERVERS_FILE)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.at is not None and not state.settings.dev_mode:
+        print("error: --at is for development mode only (replays of synthetic data)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.once:
+        cycle, delivery = state.cycle(full=True, at=args.at)
+        summary = {
+            "patients": cycle.claimed,
+            "evaluated": cycle.evaluated,
+            "unchanged": cycle.unchanged,
+            "failed": cycle.failed,
+            "left": cycle.left,
+            "changes": cycle.changes,
+            "lostLeases": cycle.lost_leases,
+            "fhirRequests": cycle.fhir_requests,
+            "seconds": cycle.seconds,
+            "notificationsSent": delivery.sent,
+            "notificationsFailed": delivery.failed + delivery.gave_up,
+        }
+        if args.format == "json":
+            print(orjson.dumps(summary).decode())
+        else:
+            print(
+                f"watch cycle: {cycle.claimed} patients ({cycle.evaluated} evaluated, {cycle.unchanged} "
+                f"unchanged, {cycle.failed} failed, {cycle.left} left), {cycle.changes} changes, "
+                f"{cycle.fhir_requests} FHIR requests, {cycle.seconds:.2f} s; notifications: {delivery.sent} "
+                f"sent, {delivery.failed + delivery.gave_up} failed"
+            )
+        return EXIT_OK
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    state.scheduler.start()
+    print(f"watching (a cycle every {state.settings.watch.tick_s:g} s); Ctrl-C stops", flush=True)
+    stop.wait()
+    state.scheduler.stop()
+    return EXIT_OK
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from cds_service.ops.config_check import check_configuration
 
@@ -178,13 +233,14 @@ first steps:
   cds-service fixtures list      the synthetic scenarios you can send from that page
   cds-service evaluate FILE      evaluate a FHIR Bundle without a server
   cds-service config check       validate the configuration (environment + CDS_CONFIG_FILE)
+  cds-service watch --once       one polling cycle over the watch list (docs/watch-list.md)
 
 Configuration comes from environment variables and an optional file; see docs/configuration.md.
 Run `cds-service COMMAND --help` for the options of a command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `cds-service` argument parser with its four commands."""
+    """The `cds-service` argument parser with its five commands."""
     parser = argparse.ArgumentParser(
         prog="cds-service",
         description=DESCRIPTION,
@@ -196,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_config(sub)
     _add_fixtures(sub)
+    _add_watch(sub)
     return parser
 
 
@@ -319,6 +376,30 @@ def _add_fixtures(sub: Subparsers) -> None:
         "--paths", action="store_true", help="print only the Bundle file paths (scenarios and population)"
     )
     listing.set_defaults(func=cmd_fixtures_list)
+
+
+def _add_watch(sub: Subparsers) -> None:
+    watch = _command(
+        sub,
+        "watch",
+        "the watch list: one polling cycle (--once) or the scheduler",
+        "Poll the enrolled CAR-T patients' FHIR servers for new results, re-run the engine, record\n"
+        "status rises and deliver their notifications (docs/watch-list.md).\n\n"
+        "--once: one cycle over every enrolled patient, then the due notifications, then exit\n"
+        "(cron-style deployments, tests). Without it: the scheduler until SIGTERM / Ctrl-C.\n"
+        "Several processes may run at once (PostgreSQL): none evaluates or notifies a patient twice.",
+    )
+    watch.add_argument("--once", action="store_true", help="one cycle over all enrolled patients, then exit")
+    watch.add_argument(
+        "--at",
+        type=_parse_at,
+        default=None,
+        help="evaluate as of this instant instead of now (development mode only: replays of synthetic data)",
+    )
+    watch.add_argument(
+        "--format", choices=["json", "text"], default="text", help="the --once summary (default text)"
+    )
+    watch.set_defaults(func=cmd_watch)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,13 +46,45 @@ CDS_TRUSTED_PROXY_HOPS         Reverse proxies in front of the service whose X-F
 CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
                                environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================
+
+The watch list (cds_service.watch; docs/watch-list.md):
+
+=============================  ==========================================================================
+CDS_WATCH                      ``1`` runs the watch list (enrolment, polling, notifications, /watch).
+                               Default on in development mode or when CDS_WATCH_SERVERS_FILE is set.
+CDS_WATCH_SERVERS_FILE         JSON or YAML file of the FHIR servers the watcher reads, each with its
+                               SMART Backend Services client (client id, private key file, scopes).
+CDS_WATCH_WINDOW_DAYS          Risk window after the infusion, in days (default 30): enrolment within it,
+                               leaving at its end.
+CDS_WATCH_POLL_S               Poll interval per patient (default 900).
+CDS_WATCH_POLL_TIGHT_S         Poll interval while IEC-HS is possible or met (default 300).
+CDS_WATCH_REEVALUATE_S         Full re-evaluation without new data at least this often (default 21600).
+CDS_WATCH_TICK_S               How often the in-process scheduler looks for due patients (default 30).
+CDS_WATCH_SCHEDULER            ``0`` runs no scheduler in ``cds-service serve`` (cron-style deployments
+                               run ``cds-service watch --once``); default on.
+CDS_WATCH_CONCURRENCY          Patients evaluated at once per process (default 4).
+CDS_WATCH_LEASE_S              How long a claimed patient or notification stays claimed (default 120).
+CDS_WATCH_FETCH_BUDGET_S       Time budget of one patient's FHIR reads (default 30).
+CDS_WATCH_POLL_OVERLAP_S       ``_lastUpdated`` polls reach this far before the watermark (default 5).
+CDS_WATCH_WEBHOOK_URL          Where status changes are POSTed (signed, Standard Webhooks); none: off.
+CDS_WATCH_WEBHOOK_SECRET       The webhook signing secret (``whsec_`` + base64, at least 24 bytes).
+CDS_WATCH_WEBHOOK_TIMEOUT_S    Budget of one webhook delivery (default 5).
+CDS_WATCH_WEBHOOK_MAX_ATTEMPTS Deliveries tried before a notification is given up (default 12).
+CDS_WATCH_WEBHOOK_RETRY_S      First retry delay; it doubles per attempt up to an hour, with jitter (30).
+CDS_WATCH_WRITE_BACK           ``Communication`` or ``Flag``: also write the change to the EHR (write
+                               scope needed); default ``off``.
+CDS_WATCH_SUBSCRIPTIONS        ``0`` never creates rest-hook Subscriptions (polling only); default on.
+CDS_WATCH_ENROLL_FILE          A site's list of patients to watch (JSON or YAML), synced every cycle.
+=============================  ==========================================================================
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -64,6 +96,28 @@ from cds_service.errors import ConfigurationError
 from cds_service.ops.config_file import apply_config_file
 
 T = TypeVar("T")
+WATCH_VARIABLES = (
+    "CDS_WATCH",
+    "CDS_WATCH_SERVERS_FILE",
+    "CDS_WATCH_WINDOW_DAYS",
+    "CDS_WATCH_POLL_S",
+    "CDS_WATCH_POLL_TIGHT_S",
+    "CDS_WATCH_REEVALUATE_S",
+    "CDS_WATCH_TICK_S",
+    "CDS_WATCH_SCHEDULER",
+    "CDS_WATCH_CONCURRENCY",
+    "CDS_WATCH_LEASE_S",
+    "CDS_WATCH_FETCH_BUDGET_S",
+    "CDS_WATCH_POLL_OVERLAP_S",
+    "CDS_WATCH_WEBHOOK_URL",
+    "CDS_WATCH_WEBHOOK_SECRET",
+    "CDS_WATCH_WEBHOOK_TIMEOUT_S",
+    "CDS_WATCH_WEBHOOK_MAX_ATTEMPTS",
+    "CDS_WATCH_WEBHOOK_RETRY_S",
+    "CDS_WATCH_WRITE_BACK",
+    "CDS_WATCH_SUBSCRIPTIONS",
+    "CDS_WATCH_ENROLL_FILE",
+)
 ENV_VARIABLES = (
     "CDS_DEV_MODE",
     "DATABASE_URL",
@@ -90,11 +144,59 @@ ENV_VARIABLES = (
     "CDS_RATE_LIMIT_STORAGE_URI",
     "CDS_TRUSTED_PROXY_HOPS",
     "CDS_CONFIG_FILE",
+    *WATCH_VARIABLES,
 )
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _DATABASE_DRIVERS = {"sqlite", "postgresql"}
 _SECRET_WORDS = ("secret", "password", "token", "private")
+
+
+WRITE_BACK_KINDS = ("off", "Communication", "Flag")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """The watch list's settings (CDS_WATCH_*; docs/watch-list.md). `enabled` False: no watcher at all."""
+
+    enabled: bool = False
+    servers_file: Path | None = None
+    window_days: int = 30
+    poll_s: float = 900.0
+    poll_tight_s: float = 300.0
+    reevaluate_s: float = 21600.0
+    tick_s: float = 30.0
+    scheduler: bool = True
+    concurrency: int = 4
+    lease_s: float = 120.0
+    fetch_budget_s: float = 30.0
+    poll_overlap_s: float = 5.0
+    webhook_url: str | None = None
+    webhook_secret: str | None = field(default=None, repr=False)
+    webhook_timeout_s: float = 5.0
+    webhook_max_attempts: int = 12
+    webhook_retry_s: float = 30.0
+    write_back: str = "off"
+    subscriptions: bool = True
+    enroll_file: Path | None = None
+
+    def check(self, dev_mode: bool) -> None:
+        """Rules between the watch variables."""
+        if not self.enabled:
+            return
+        if self.servers_file is None and not dev_mode:
+            raise ConfigurationError(
+                "CDS_WATCH_SERVERS_FILE", "required when the watch list runs outside development mode"
+            )
+        if self.poll_tight_s > self.poll_s:
+            raise ConfigurationError("CDS_WATCH_POLL_TIGHT_S", "must not exceed CDS_WATCH_POLL_S")
+        if self.lease_s <= self.fetch_budget_s:
+            raise ConfigurationError("CDS_WATCH_LEASE_S", "must exceed CDS_WATCH_FETCH_BUDGET_S")
+        if self.webhook_url is not None:
+            if not dev_mode and urlsplit(self.webhook_url).scheme != "https":
+                raise ConfigurationError("CDS_WATCH_WEBHOOK_URL", "must be https outside development mode")
+            if self.webhook_secret is None:
+                raise ConfigurationError("CDS_WATCH_WEBHOOK_SECRET", "required with CDS_WATCH_WEBHOOK_URL")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +227,7 @@ class Settings:
     rate_limit: str = "60/minute"
     rate_limit_storage_uri: str = "memory://"
     trusted_proxy_hops: int = 0
+    watch: WatchSettings = field(default_factory=lambda: WatchSettings())
 
     @property
     def trusted_clients_configured(self) -> bool:
@@ -162,6 +265,7 @@ class Settings:
             rate_limit=_parse("CDS_RATE_LIMIT", env, _rate_limit, "60/minute"),
             rate_limit_storage_uri=_parse("CDS_RATE_LIMIT_STORAGE_URI", env, _storage_uri, "memory://"),
             trusted_proxy_hops=_parse("CDS_TRUSTED_PROXY_HOPS", env, _non_negative_int(5), 0),
+            watch=_watch_settings(env, dev),
             **_auth_settings(env),
         )
         settings.check_consistency()
@@ -182,16 +286,18 @@ class Settings:
             raise ConfigurationError(
                 "CDS_TRUSTED_CLIENTS", "set either CDS_TRUSTED_CLIENTS_FILE or CDS_TRUSTED_CLIENTS, not both"
             )
+        self.watch.check(self.dev_mode)
 
     def summary(self) -> dict[str, str]:
         """Printable view of the settings, with any database or rate-limit storage password masked."""
-        shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        shown = {f.name: str(getattr(self, f.name)) for f in fields(self) if f.name != "watch"}
+        shown |= {f"watch_{f.name}": str(getattr(self.watch, f.name)) for f in fields(self.watch)}
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         shown["rate_limit_storage_uri"] = _without_credentials(self.rate_limit_storage_uri)
         shown["cors_origins"] = ", ".join(self.cors_origins) or "(none)"
         shown["trusted_clients_json"] = "(set)" if self.trusted_clients_json else "(none)"
-        for name in shown:  # settings added later whose name says they are secret stay hidden too
-            if any(word in name for word in _SECRET_WORDS) and getattr(self, name):
+        for name, value in shown.items():  # settings whose name says they are secret stay hidden too
+            if any(word in name for word in _SECRET_WORDS) and value not in ("None", ""):
                 shown[name] = "(set, hidden)"
         return shown
 
@@ -214,6 +320,62 @@ def _auth_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "jwks_min_refresh_s": _parse("CDS_JWKS_MIN_REFRESH_S", env, _non_negative(3600.0), 60.0),
         "jwks_timeout_s": _parse("CDS_JWKS_TIMEOUT_S", env, _positive(float, 30.0), 2.0),
     }
+
+
+def _watch_settings(env: Mapping[str, str], dev: bool) -> WatchSettings:
+    """The CDS_WATCH_* variables (documented in docs/watch-list.md and docs/configuration.md)."""
+    servers_file = _parse("CDS_WATCH_SERVERS_FILE", env, _existing_file, None)
+    return WatchSettings(
+        enabled=_parse("CDS_WATCH", env, _boolean, dev or servers_file is not None),
+        servers_file=servers_file,
+        window_days=_parse("CDS_WATCH_WINDOW_DAYS", env, _positive(int, 365), 30),
+        poll_s=_parse("CDS_WATCH_POLL_S", env, _positive(float, 86400.0), 900.0),
+        poll_tight_s=_parse("CDS_WATCH_POLL_TIGHT_S", env, _positive(float, 86400.0), 300.0),
+        reevaluate_s=_parse("CDS_WATCH_REEVALUATE_S", env, _positive(float, 7 * 86400.0), 21600.0),
+        tick_s=_parse("CDS_WATCH_TICK_S", env, _positive(float, 3600.0), 30.0),
+        scheduler=_parse("CDS_WATCH_SCHEDULER", env, _boolean, True),
+        concurrency=_parse("CDS_WATCH_CONCURRENCY", env, _positive(int, 64), 4),
+        lease_s=_parse("CDS_WATCH_LEASE_S", env, _positive(float, 3600.0), 120.0),
+        fetch_budget_s=_parse("CDS_WATCH_FETCH_BUDGET_S", env, _positive(float, 600.0), 30.0),
+        poll_overlap_s=_parse("CDS_WATCH_POLL_OVERLAP_S", env, _non_negative(3600.0), 5.0),
+        webhook_url=_parse("CDS_WATCH_WEBHOOK_URL", env, _plain_url, None),
+        webhook_secret=_parse("CDS_WATCH_WEBHOOK_SECRET", env, _webhook_secret, None),
+        webhook_timeout_s=_parse("CDS_WATCH_WEBHOOK_TIMEOUT_S", env, _positive(float, 60.0), 5.0),
+        webhook_max_attempts=_parse("CDS_WATCH_WEBHOOK_MAX_ATTEMPTS", env, _positive(int, 100), 12),
+        webhook_retry_s=_parse("CDS_WATCH_WEBHOOK_RETRY_S", env, _positive(float, 3600.0), 30.0),
+        write_back=_parse("CDS_WATCH_WRITE_BACK", env, _write_back, "off"),
+        subscriptions=_parse("CDS_WATCH_SUBSCRIPTIONS", env, _boolean, True),
+        enroll_file=_parse("CDS_WATCH_ENROLL_FILE", env, _existing_file, None),
+    )
+
+
+def _plain_url(name: str, raw: str) -> str:
+    url = _absolute_url(name, raw)
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.fragment:
+        raise ConfigurationError(name, "must not carry credentials or a fragment")
+    return url
+
+
+def _webhook_secret(name: str, raw: str) -> str:
+    """A Standard Webhooks secret: ``whsec_`` and base64 of at least 24 random bytes."""
+    body = raw.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(body + "==", validate=False)
+    except (ValueError, binascii.Error):
+        raise ConfigurationError(name, "expected 'whsec_' followed by base64") from None
+    if len(key) < 24:
+        raise ConfigurationError(
+            name, "must hold at least 24 bytes (e.g. 'whsec_' + base64 of 32 random bytes)"
+        )
+    return raw
+
+
+def _write_back(name: str, raw: str) -> str:
+    for kind in WRITE_BACK_KINDS:
+        if raw.lower() == kind.lower():
+            return kind
+    raise ConfigurationError(name, f"expected one of {', '.join(WRITE_BACK_KINDS)}, got {raw!r}")
 
 
 def _existing_file(name: str, raw: str) -> Path:

@@ -4,6 +4,7 @@
   |                              path(s) of the offending field(s) (OperationOutcome.issue.expression)
   + InvalidRequest (400)      -- malformed JSON, missing fields, wrong types, hook not served by the id
   + Unauthorized (401)        -- client authentication failed (the body never says why)
+  + Forbidden (403)           -- authenticated, but not allowed (a FHIR server not on the allowlist)
   + NotFound (404)            -- unknown service id
   + PrefetchUnavailable (412) -- required data neither prefetched nor fetchable (names the prefetch keys)
   + UnsupportedMediaType (415)
@@ -103,3 +104,11 @@ class DataFileError(Exception):
 
 class InputError(Exception):
     """The engine input is not usable FHIR (not JSON, not a Bundle or resource)."""
+
+
+class Forbidden(CDSServiceError):
+    """The caller is authenticated but may not do this (403), e.g. enrol a patient on a FHIR server that is
+    not on its allowlist."""
+
+    status = 403
+    issue_code = "forbidden"

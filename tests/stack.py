@@ -68,6 +68,18 @@ def write_example_client(client: BackendClient, stack: FhirStack, directory: Pat
         "private_key": str(key_path),
     }
     (directory / "client.json").write_text(json.dumps(details, indent=2), encoding="utf-8")
+    # A CDS_WATCH_SERVERS_FILE for the watch list (docs/watch-list.md): this stack, this client.
+    watch = {
+        "servers": [
+            {
+                "fhir_server": stack.fhir_base,
+                "name": "Test stack",
+                "client_id": client.client_id,
+                "private_key_file": str(key_path),
+            }
+        ]
+    }
+    (directory / "watch-servers.json").write_text(json.dumps(watch, indent=2), encoding="utf-8")
     return key_path
 
 
@@ -94,6 +106,8 @@ def describe(stack: FhirStack, example_key: Path | None = None) -> str:
             f"  example client:       {EXAMPLE_CLIENT_ID}, private key {example_key}",
             f"  backend token:        .venv/bin/python -m tests.stack token {example_key.parent} "
             "--scope 'system/*.rs'",
+            f"  watch list:           CDS_WATCH_SERVERS_FILE={example_key.parent / 'watch-servers.json'} "
+            "make run",
         ]
     lines += [
         f"  bulk export:          {stack.bulk_export_url()}  {stack.bulk_export_url('patient')}  "

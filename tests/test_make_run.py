@@ -122,6 +122,11 @@ def test_make_run_serves_the_clone_and_prints_the_urls(make_run: MakeRun) -> Non
     health = requests.get(f"{make_run.base_url}/healthz", timeout=5).json()
     assert health["mode"] == "development"
     assert requests.get(f"{make_run.base_url}/readyz", timeout=5).status_code == 200
+    # The watch list runs embedded: its page and API answer, and each worker started a scheduler.
+    assert f"watch list: {make_run.base_url}/smart/worklist" in log
+    assert requests.get(f"{make_run.base_url}/watch/api/patients", timeout=5).json() == {"patients": []}
+    assert requests.get(f"{make_run.base_url}/smart/worklist", timeout=5).status_code == 200
+    assert '"event":"watch-scheduler"' in make_run.log()
 
 
 def test_first_run_preview_card_and_feedback(make_run: MakeRun, page: Page) -> None:

@@ -24,7 +24,7 @@ from cds_service.ops.openapi import (
 from cds_service.web.state import get_state
 from tests.cds_helpers import dev_config
 
-OPTIONAL_PREFIXES = ("/smart", "/_bench")  # blueprints an app may not register
+OPTIONAL_PREFIXES = ("/smart", "/_bench", "/watch")  # blueprints an app may not register
 
 
 @pytest.fixture(scope="module")

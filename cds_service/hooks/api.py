@@ -5,23 +5,28 @@ Client authentication (app.config["CLIENT_AUTH"]) runs before every view except 
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from cds_service.engine.model import EvaluationResult
 from cds_service.engine.units import parse_budget
 from cds_service.errors import NotFound
 from cds_service.hooks import validation
 from cds_service.hooks.feedback import record_from_item
 from cds_service.hooks.pipeline import HookEnvironment, run_hook
 from cds_service.hooks.prefetch import FetchEnvironment
-from cds_service.hooks.request import parse_hook_request, parse_json_body
+from cds_service.hooks.request import HookRequest, parse_hook_request, parse_json_body
+from cds_service.watch import watch_state
 from cds_service.web.gc_tuning import COLLECTOR_HOLD
 from cds_service.web.observability import annotate, request_started_at, timed
 from cds_service.web.state import get_state
 from cds_service.web.wsgi_body import request_body
 
 bp = Blueprint("cds", __name__)
+log = logging.getLogger("cds_service.hooks.api")
 
 
 def public_base_url() -> str:
@@ -115,4 +120,25 @@ def hook_environment() -> HookEnvironment:
         knowledge=get_state().knowledge,
         cards=get_state().cards,
         validate_response=bool(config.get("VALIDATE_RESPONSES", True)),
+        observe=_watch_observer(),
     )
+
+
+def _watch_observer() -> Callable[[HookRequest, EvaluationResult], None] | None:
+    """Enrols the hook's patient in the watch list when the call shows a CAR-T infusion in the risk window
+    (and the client may send the service to that FHIR server); never fails the hook call."""
+    state = watch_state()
+    if state is None:
+        return None
+    policy = current_app.config["FHIR_SERVER_POLICY"]
+
+    def observe(hook_request: HookRequest, result: EvaluationResult) -> None:
+        try:
+            allowed = hook_request.fhir_server is not None and bool(policy(hook_request.fhir_server))
+            state.observe_hook(hook_request, result, allowed)
+        except Exception as exc:  # the card matters more than the enrolment: log by type only
+            log.error(
+                "watch enrolment failed", extra={"event": "watch-error", "error_type": type(exc).__name__}
+            )
+
+    return observe

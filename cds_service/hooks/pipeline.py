@@ -44,6 +44,8 @@ class HookEnvironment:
     knowledge: Knowledge  # the app's own: a site's mappings reach the engine and the cards
     cards: CardContent
     validate_response: bool = True
+    # Called with every evaluation (the watch list enrols CAR-T patients from it); must not raise.
+    observe: Callable[[HookRequest, EvaluationResult], None] | None = None
 
 
 def run_hook(
@@ -55,6 +57,9 @@ def run_hook(
     with timer("evaluate"):
         # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
         result = evaluate(resolved.data, knowledge=env.knowledge, at=env.at)
+    if env.observe is not None:
+        with timer("observe"):
+            env.observe(request, result)
     with timer("render"):
         cards = render_cards(request, result, resolved.gaps, env)
     response: dict[str, Any] = {"cards": cards}

@@ -25,6 +25,7 @@ from cds_service import __version__
 from cds_service.hooks.validation import SCHEMA_DIR
 from cds_service.ops.openapi_components import component_extras
 from cds_service.ops.openapi_paths import path_items
+from cds_service.ops.openapi_watch import watch_components
 from cds_service.web.state import get_state
 
 OPENAPI_VERSION = "3.1.0"
@@ -41,8 +42,9 @@ _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 DESCRIPTION = (
     "CDS Hooks 2.0 (STU2) service that screens CAR-T patients for IEC-HS (ASTCT 2023). Discovery, hook "
     "calls and feedback follow the CDS Hooks specification; the other routes are operations endpoints "
-    "(health, readiness, metrics), the card preview page and the SMART on FHIR dashboard. Outside "
-    "development mode every /cds-services call needs a client JWT (CDS Hooks 2.0 'Trusting CDS Clients')."
+    "(health, readiness, metrics), the card preview page, the SMART on FHIR dashboard and the watch list. "
+    "Outside development mode every /cds-services and /watch/api call needs a client JWT (CDS Hooks 2.0 "
+    "'Trusting CDS Clients')."
 )
 
 
@@ -85,7 +87,7 @@ def full_document(service_ids: Iterable[str], hooks: Iterable[str] = ()) -> dict
         "tags": _tags(),
         "paths": path_items(sorted(set(service_ids)), sorted(set(hooks))),
         "components": {
-            "schemas": {**schema_components(), **extras["schemas"]},
+            "schemas": {**schema_components(), **extras["schemas"], **watch_components()},
             "headers": extras["headers"],
             "securitySchemes": extras["securitySchemes"],
         },
@@ -159,5 +161,6 @@ def _tags() -> list[dict[str, str]]:
         {"name": "operations", "description": "Health, readiness, metrics, this document"},
         {"name": "preview", "description": "Card preview page (development aid)"},
         {"name": "smart", "description": "SMART on FHIR dashboard (needs a live SMART launch)"},
+        {"name": "watch", "description": "The watch list: API, worklist page, Subscription endpoint"},
         {"name": "benchmark", "description": "Benchmark floor (only with CDS_BENCH_FLOOR=1)"},
     ]

@@ -10,6 +10,7 @@ from typing import Any
 
 from cds_service.ops.openapi_components import html_page
 from cds_service.ops.openapi_smart import smart_paths
+from cds_service.ops.openapi_watch import watch_paths
 
 OUTCOME = "#/components/schemas/OperationOutcome"
 EVALUATION_INSTANT_HEADER = "X-CDS-Evaluation-Instant"
@@ -297,5 +298,6 @@ def path_items(service_ids: list[str], hooks: list[str]) -> dict[str, Any]:
         **operations_paths(),
         **preview_paths(),
         **smart_paths(),
+        **watch_paths(),
         **benchmark_paths(service_ids),
     }

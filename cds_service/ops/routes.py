@@ -15,7 +15,9 @@ bp = Blueprint("ops", __name__)
 @bp.get("/metrics")
 def metrics_view() -> Response:
     """Prometheus text exposition (no PHI in any label; see cds_service.web.metrics)."""
-    return metrics.exposition(request.headers.get("Accept"))
+    return metrics.exposition(
+        request.headers.get("Accept"), current_app.extensions.get(metrics.COLLECTORS_KEY, ())
+    )
 
 
 @bp.get("/openapi.json")

@@ -87,6 +87,7 @@ def seal_pending(cipher: SessionCipher, row_key: str, pending: PendingAuthorizat
         "jwks_uri": pending.jwks_uri,
         "kind": pending.kind,
         "created": pending.created,
+        "return_to": pending.return_to,
     }
     return cipher.seal(document)
 
@@ -107,6 +108,7 @@ def open_pending(
             jwks_uri=document["jwks_uri"],
             kind=document["kind"],
             created=float(document["created"]),
+            return_to=document.get("return_to"),
         )
     except (KeyError, TypeError, ValueError):
         return None

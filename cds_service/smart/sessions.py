@@ -55,6 +55,7 @@ class PendingAuthorization:
     jwks_uri: str | None
     kind: LaunchKind
     created: float = field(default_factory=time.time)  # wall clock: compared across processes and hosts
+    return_to: str | None = None  # a local page to show after sign-in (the watch list's), else the dashboard
 
     @property
     def expires_at(self) -> float:

@@ -2,7 +2,8 @@
 
 =========================  =================================================================================
 GET  /smart/launch         EHR launch (``iss``, ``launch``): allowlist, discovery, redirect to authorize
-GET  /smart/standalone     standalone launch (``iss``; without it, a form asking for the FHIR server)
+GET  /smart/standalone     standalone launch (``iss``; without it, a form asking for the FHIR server;
+                           ``return_to``: a watch list page to show after sign-in)
 GET  /smart/callback       code + state -> token -> /smart/dashboard (or /smart/picker without a patient)
 GET  /smart/picker         patient picker (when the token carries no patient); POST chooses one
 GET  /smart/dashboard      the dashboard; POST sets the evaluation instant
@@ -15,6 +16,7 @@ server-side session.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -67,6 +69,8 @@ from cds_service.smart.web import (
 )
 from cds_service.web.state import get_state
 
+# Where a standalone sign-in may return to (besides the dashboard): the watch list and its open links.
+RETURN_TO = re.compile(r"/smart/worklist(?:/open/[A-Za-z0-9_-]{8,64})?")
 bp = Blueprint("smart", __name__, url_prefix="/smart", template_folder="templates", static_folder="static")
 bp.after_request(after_request)
 bp.register_error_handler(SmartError, error_page)
@@ -111,10 +115,13 @@ def standalone() -> Response | str:
     if not iss:
         g.smart_csp = START_PAGE_POLICY
         return render_template("smart/start.html")
-    return _authorize(iss, "standalone", None)
+    return_to = request.args.get("return_to") or None
+    if return_to is not None and RETURN_TO.fullmatch(return_to) is None:
+        raise bad_launch("return_to must name a page of the watch list.")
+    return _authorize(iss, "standalone", None, return_to)
 
 
-def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
+def _authorize(iss: str, kind: LaunchKind, launch_id: str | None, return_to: str | None = None) -> Response:
     """Allowlist first: a launch naming another FHIR server costs no request to it and no database row."""
     settings = smart_state().settings
     if not settings.iss_allowed(iss):
@@ -130,6 +137,7 @@ def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
     url, pending = authorization_request(
         config, settings, iss=iss, redirect_uri=redirect_uri, kind=kind, launch=launch_id
     )
+    pending.return_to = return_to
     smart_state().store.add_pending(session_for_write().id, pending)
     log.info(
         "smart authorization started",
@@ -157,6 +165,8 @@ def callback() -> Response:
         "smart authorization completed",
         extra={"event": "smart-token", "kind": context.kind, "scopes": len(context.scopes)},
     )
+    if pending.return_to is not None:
+        return redirect(pending.return_to, 303)
     return redirect(url_for(".dashboard" if context.patient else ".picker"), 303)
 
 

@@ -1,8 +1,9 @@
 """The Flask application factory.
 
 ``create_app(test_config)`` validates settings and every mappings/ file (a bad file fails here, at start),
-builds the service registry, opens the feedback store (creating its tables), installs request ids, JSON
-logging, CORS and OperationOutcome error handlers, then registers the blueprints of ``BLUEPRINTS``.
+builds the service registry, opens the feedback store (creating its tables), builds the watch list when
+CDS_WATCH is on (cds_service.watch), installs request ids, JSON logging, CORS and OperationOutcome error
+handlers, then registers the blueprints of ``BLUEPRINTS`` (and the watch list's).
 
 ``test_config`` keys that are settings variables (``CDS_DEV_MODE``, ``DATABASE_URL``, ...; see
 cds_service.config) override the environment and are validated the same way; ``SETTINGS`` may pass a
@@ -18,6 +19,8 @@ HTTP_SESSION           the ``requests.Session`` used for FHIR fallback queries (
 CLOCK                  ``() -> datetime`` evaluation instant; None (default) lets the engine use now
 VALIDATE_RESPONSES     check every hook response against the cds-response schema (default True)
 JWKS_SESSION           the ``requests.Session`` for client JWKS fetches (test_config only; read at start)
+WATCH_CLOCK            ``() -> datetime``: the watch list's evaluation instant (tests, replays); None: now
+WATCH_REFRESH_S        seconds between the worklist page's own reloads (default 60)
 =====================  ===================================================================================
 
 Client authentication (cds_service.auth): with trusted clients configured, CLIENT_AUTH verifies client JWTs
@@ -39,6 +42,7 @@ import requests
 from flask import Blueprint, Flask
 from requests.adapters import HTTPAdapter
 
+from cds_service import watch
 from cds_service.auth import auth_defaults
 from cds_service.cards.content import load_card_content
 from cds_service.config import ENV_VARIABLES, Settings
@@ -50,6 +54,7 @@ from cds_service.hooks.feedback import FeedbackStore
 from cds_service.hooks.services import build_registry
 from cds_service.ops.blueprints import BLUEPRINTS as ops_blueprints
 from cds_service.smart import bp as smart_blueprint
+from cds_service.watch import views as watch_views
 from cds_service.web import bench_floor, cors, observability, outcome, ratelimit
 from cds_service.web.json_provider import OrjsonProvider
 from cds_service.web.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
@@ -88,13 +93,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _warm_up(knowledge)
     store = FeedbackStore(settings.database_url)
     _install_client_auth(app, settings, store, overrides, from_environment=test_config is None)
-    app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, cards, build_registry(knowledge), store)
+    registry = build_registry(knowledge)
+    app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, cards, registry, store)
+    watch_list = watch.init_app(app, settings, knowledge, registry)
     observability.init_app(app)
     ratelimit.init_app(app, settings)
     cors.init_app(app, settings.cors_origins)
     outcome.init_app(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    if watch_list is not None:
+        app.register_blueprint(watch_views.bp)
     if settings.bench_floor:
         app.register_blueprint(bench_floor.bp)
     if settings.dev_mode:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -30,7 +30,9 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 from requests.adapters import BaseAdapter
 
 from cds_service import __version__
@@ -40,6 +42,7 @@ log = logging.getLogger("cds_service.web.metrics")
 HOOK_ENDPOINT = "/cds-services/<service_id>"
 FEEDBACK_ENDPOINT = "/cds-services/<service_id>/feedback"
 FHIR_MEDIA_TYPE = "application/fhir+json"
+COLLECTORS_KEY = "cds_metrics_collectors"  # app.extensions: collectors added to every exposition
 # The *_created series (one per labelled child) double the output and nothing here needs them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -194,14 +197,23 @@ def instrument_session(session: object) -> None:
             session.mount(prefix, TimedAdapter(adapter))
 
 
-def exposition(accept: str | None) -> Response:
+def exposition(accept: str | None, extra: Iterable[Collector] = ()) -> Response:
     """Prometheus exposition, in the format the scraper's Accept header asks for (text 0.0.4 by default,
-    OpenMetrics on request): every worker's metrics in multiprocess mode, else this process's."""
+    OpenMetrics on request): every worker's metrics in multiprocess mode, else this process's, plus the
+    `extra` collectors (app-level gauges read at scrape time, e.g. the watch list's)."""
     encoder, content_type = choose_encoder(accept or "")
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        payload = encoder(registry)
     else:
-        payload = encoder(REGISTRY)
-    return Response(payload, mimetype=None, content_type=content_type)
+        registry.register(_Process())
+    for collector in extra:
+        registry.register(collector)
+    return Response(encoder(registry), mimetype=None, content_type=content_type)
+
+
+class _Process(Collector):
+    """This process's default registry, as one collector of the exposition's registry."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()

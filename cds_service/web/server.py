@@ -23,6 +23,7 @@ from cds_service.auth.verify import MAX_TOKEN_CHARS
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError, DataFileError
 from cds_service.ops.multiproc import enable as enable_multiprocess_metrics
+from cds_service.watch import watch_state
 from cds_service.web.gc_tuning import tune_gc
 from cds_service.web.state import get_state
 
@@ -52,6 +53,11 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
         # Database connections pooled in the master must not be shared with the forked workers.
         get_state(self.application).feedback.dispose()
         tune_gc()
+        watch_list = watch_state(self.application)
+        if watch_list is not None:
+            watch_list.store.dispose()
+            if watch_list.settings.watch.scheduler:
+                watch_list.scheduler.start()  # one per worker: the database decides who handles a patient
 
     def load(self) -> Flask:
         return self.application
@@ -94,6 +100,10 @@ def banner(settings: Settings, host: str, port: int) -> str:
         f"  feedback:   {base}/cds-services/<id>/feedback",
         f"  CDS Hooks Sandbox: add the discovery URL above as a CDS service ({base}/cds-services)",
     ]
+    if settings.watch.enabled:
+        lines.append(
+            f"  watch list: {base}/smart/worklist (API {base}/watch/api/patients; docs/watch-list.md)"
+        )
     return "\n".join(lines)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -85,6 +86,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def reserved_port() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a port that is chosen now and
+    bound much later (the session's app port): no outgoing connection can take it as its local port in the
+    meantime, as it can with :func:`free_port` (seen as "Address already in use" late in a long session)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    chooser = random.Random()
+    for _ in range(200):
+        port = chooser.randrange(max(1024, low - 10000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def callback_uris(app_port: int) -> list[str]:
@@ -677,7 +698,7 @@ def start_stack(
 @pytest.fixture(scope="session")
 def fhir_stack_app_port() -> int:
     """A free port reserved for the app under test (its SMART callback is pre-registered)."""
-    return free_port()
+    return reserved_port()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ class Notification:
     body: dict[str, Any]
     answered: int
     """The HTTP status the receiver answered with."""
+    raw: bytes = b""
+    """The body exactly as received (for signature checks)."""
 
     @property
     def status(self) -> dict[str, Any]:
@@ -91,7 +93,7 @@ class RestHookReceiver:
                     body = json.loads(raw) if raw else {}
                 except ValueError:
                     body = {"unparsable": raw.decode("utf-8", "replace")}
-                note = Notification(self.path, dict(self.headers.items()), body, answer)
+                note = Notification(self.path, dict(self.headers.items()), body, answer, raw)
                 with receiver._changed:
                     receiver.notifications.append(note)
                     receiver._changed.notify_all()
