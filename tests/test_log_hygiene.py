@@ -177,9 +177,25 @@ def lab_value_hits(server: ServerProcess) -> list[str]:
         for key, value in line.items():
             if key in TIMING_KEYS:
                 continue
-            words = set(re.findall(r"-?\d+(?:\.\d+)?", json.dumps(value)))
-            hits += [f"{key}: {word}" for word in words & values]
+            hits += [f"{key}: {word}" for word in numbers_in(value) & values]
     return hits
+
+
+# Random identifiers (UUIDs, hex digests) hold digit runs by chance ("...-1058-..."): not values.
+_IDENTIFIERS = re.compile(
+    r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b|\b[0-9a-fA-F]{16,}\b"
+)
+
+
+def numbers_in(value: Any) -> set[str]:
+    """The numbers written in a log field, random identifiers left out."""
+    return set(re.findall(r"-?\d+(?:\.\d+)?", _IDENTIFIERS.sub(" ", json.dumps(value))))
+
+
+def test_random_identifiers_are_not_read_as_lab_values() -> None:
+    reason = "replayed jti 3f2a9c1e-1058-4b7d-9e21-5c0d8f7a6b43, digest 9a1058be77c04d2f9a1058be77c04d2f"
+    assert numbers_in(reason) == set()
+    assert numbers_in("ferritin 1058 ng/mL") == {"1058"}
 
 
 def test_the_detector_finds_planted_phi() -> None:
