@@ -127,11 +127,20 @@ def test_the_test_renders_the_shipped_file_with_ports_only() -> None:
     assert "listen 127.0.0.1:1111;" in rendered and "server 127.0.0.1:2222;" in rendered
 
 
+def _health_times_out(base_url: str) -> bool:
+    try:
+        requests.get(f"{base_url}/healthz", timeout=3)
+    except requests.ReadTimeout:
+        return True
+    return False
+
+
 def test_bare_gunicorn_is_starved_by_slow_bodies(deployment: Deployment) -> None:
     """The control: what nginx is for. With every thread reading a trickled body, /healthz waits."""
     with Tricklers(deployment.gunicorn.port, "body", count=3 * SLOW_CLIENTS):
-        with pytest.raises(requests.ReadTimeout):
-            requests.get(f"{deployment.gunicorn.base_url}/healthz", timeout=3)
+        # On a loaded machine the server's threads may take a while to pick every trickler up: the
+        # control holds once /healthz waits, within a few tries (a gunicorn that never starves fails).
+        assert any(_health_times_out(deployment.gunicorn.base_url) for _ in range(4))
     requests.get(f"{deployment.gunicorn.base_url}/healthz", timeout=30)  # released when the clients left
 
 
