@@ -5,6 +5,7 @@ Client authentication (app.config["CLIENT_AUTH"]) runs before every view except 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -87,6 +88,9 @@ def feedback(service_id: str) -> Response:
     records = [record_from_item(service_id, item) for item in document["feedback"]]
     with timed("store"):
         stored = state.feedback.add(records)
+        alerts = current_app.config.get("REPEAT_ALERTS")
+        if alerts is not None:
+            alerts.feedback(records, datetime.now(UTC))
     annotate(service_id=service_id, feedback_received=len(records), feedback_stored=stored)
     return jsonify({"received": len(records), "stored": stored})
 
@@ -113,4 +117,5 @@ def hook_environment() -> HookEnvironment:
         knowledge=get_state().knowledge,
         cards=get_state().cards,
         validate_response=bool(config.get("VALIDATE_RESPONSES", True)),
+        repeat_alerts=config.get("REPEAT_ALERTS"),
     )
