@@ -111,7 +111,8 @@ def pulse_line(env: Env, result: EvaluationResult, body: Body) -> str | None:
 def next_lines(env: Env, result: EvaluationResult, step: Step, body: Body) -> list[str]:
     lines: list[str] = []
     if step.keep:
-        lines.append(md(env.label("first_line_given") if step.line == "first" else f"{step.line} line running"))
+        line = env.label("line_" + step.line)
+        lines.append(md(env.label("first_line_given") if step.line == "first" else f"{line[0].upper()}{line[1:]}: running"))
     for option in step.options:
         lines.append(option_line(env, option, result, body))
         if option.id == "dexamethasone":
