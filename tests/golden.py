@@ -65,7 +65,9 @@ def responses() -> dict[str, dict[str, Any]]:
             resources = bundle_resources(scenario.bundle())
             for hook, drug in CASES:
                 service = service_for_hook(state.registry, hook)
-                request = build_hook_request(service, resources, drugs[drug] if drug else None, scenario.at.date())
+                request = build_hook_request(
+                    service, resources, drugs[drug] if drug else None, scenario.at.date()
+                )
                 answer = client.post(
                     f"/cds-services/{service.id}",
                     json=request,

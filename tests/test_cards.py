@@ -6,7 +6,6 @@ and the CDS Hooks reference (1.7-1.10), not from the renderer's own output.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import itertools
 import json
@@ -17,8 +16,6 @@ from typing import Any
 import pytest
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from cds_service.cards import (
     CardContext,
@@ -27,9 +24,8 @@ from cds_service.cards import (
     render_order_hook,
     render_patient_view,
 )
-from cds_service.cards.markdown import md
-from cds_service.engine import EvaluationResult, evaluate
 from cds_service.datafiles import PROJECT_ROOT
+from cds_service.engine import EvaluationResult, evaluate
 from cds_service.engine.instruments.registry import IEC_HS
 from tests.engine_helpers import CONTENT, KB
 from tests.fhir_builders import RXNORM, bundle, car_t, crs, day, medication, obs, patient
@@ -204,7 +200,12 @@ def test_possible_is_a_quiet_info_card_naming_the_gap_and_the_deciding_lab() -> 
 def test_long_after_infusion_without_a_signal_there_is_no_card_and_no_lab_drafts() -> None:
     """Issue 17: 278 days after infusion with no recent labs gave an info card with 15 lab drafts."""
     late = bundle(patient(), car_t(), obs("2276-4", 400, "ng/mL", day(-1), high=300))
-    assert render_patient_view(evaluate(late, at=day(278), knowledge=KB), context(), content=CONTENT, knowledge=KB) == []
+    assert (
+        render_patient_view(
+            evaluate(late, at=day(278), knowledge=KB), context(), content=CONTENT, knowledge=KB
+        )
+        == []
+    )
     inside = one_card(late, at=day(20))  # inside the 100-day risk window: the screen speaks
     assert inside["indicator"] == "info" and "no ferritin in 7 days" in inside["summary"]
     assert [r["code"]["coding"][0]["code"] for r in created(inside, "ServiceRequest")] == ["2276-4"]
@@ -218,11 +219,15 @@ def test_late_inflammatory_signal_speaks_outside_the_risk_window() -> None:
         obs("2276-4", 2500, "ng/mL", day(276), high=300),
         obs("2276-4", 9000, "ng/mL", day(278), high=300),
     )
-    cards = render_patient_view(evaluate(late, at=day(278, 6), knowledge=KB), context(), content=CONTENT, knowledge=KB)
+    cards = render_patient_view(
+        evaluate(late, at=day(278, 6), knowledge=KB), context(), content=CONTENT, knowledge=KB
+    )
     assert len(cards) == 1
 
 
-@pytest.mark.parametrize("key", ["conditions", "procedures", "medicationAdministrations", "medicationRequests"])
+@pytest.mark.parametrize(
+    "key", ["conditions", "procedures", "medicationAdministrations", "medicationRequests"]
+)
 def test_a_data_gap_is_stated_on_the_card(key: str) -> None:
     card = one_card(classic(), data_gaps=(key,))
     assert CONTENT.prefetch_gaps[key] in plain(card["detail"])
@@ -233,8 +238,12 @@ def test_without_the_infusion_record_a_ferritin_signal_is_possible_not_silent() 
     data["entry"] = [e for e in data["entry"] if e["resource"]["resourceType"] != "MedicationAdministration"]
     result = result_of(data)
     assert not result.therapy.found
-    assert render_patient_view(result, context(), content=CONTENT, knowledge=KB) == []  # nothing missing: no card
-    cards = render_patient_view(result, context(data_gaps=("medicationAdministrations",)), content=CONTENT, knowledge=KB)
+    assert (
+        render_patient_view(result, context(), content=CONTENT, knowledge=KB) == []
+    )  # nothing missing: no card
+    cards = render_patient_view(
+        result, context(data_gaps=("medicationAdministrations",)), content=CONTENT, knowledge=KB
+    )
     assert [c["indicator"] for c in cards] == ["info"]
     assert cards[0]["summary"].startswith("Possible IEC-HS: ferritin 21,000 ng/mL")
     assert "medication administrations" in plain(cards[0]["detail"])
@@ -273,7 +282,9 @@ def test_no_unverified_grade_unlocks_salvage_or_chooses_the_steroid_regimen() ->
     assert drug_texts(grade_4) == drug_texts(plain_card) == ["Anakinra", "Dexamethasone"]
     assert "Etoposide" not in plain(grade_4["detail"]) and "Emapalumab" not in plain(grade_4["detail"])
     # the seed's condition is shown as words, not applied
-    assert "considered for IEC-HS with refractory grade 4 CRS or end organ toxicities" in plain(grade_4["detail"])
+    assert "considered for IEC-HS with refractory grade 4 CRS or end organ toxicities" in plain(
+        grade_4["detail"]
+    )
 
 
 def test_lines_follow_the_seed_order_and_its_refractoriness_rule() -> None:
@@ -318,20 +329,39 @@ def test_drug_drafts_are_rxnorm_coded_structured_and_valid_r4() -> None:
         assert resource["status"] == "draft" and resource["intent"] == "proposal"
         coding = resource["medicationCodeableConcept"]["coding"][0]
         assert coding["system"] == RXNORM and coding["code"] in CONTENT.rxnorm
-        assert any(f"verification status {CONTENT.rxnorm[coding['code']].status}" in n["text"] for n in resource["note"])
+        assert any(
+            f"verification status {CONTENT.rxnorm[coding['code']].status}" in n["text"]
+            for n in resource["note"]
+        )
         dosage = resource["dosageInstruction"][0]
         assert dosage["text"] and dosage["timing"]["repeat"]["periodUnit"] in {"h", "d", "wk"}
         dose = dosage["doseAndRate"][0]
         quantity = dose.get("doseQuantity") or dose["doseRange"]["high"]
-        assert quantity["system"] == "http://unitsofmeasure.org" and quantity["code"] in {"mg", "mg/kg", "mg/m2"}
+        assert quantity["system"] == "http://unitsofmeasure.org" and quantity["code"] in {
+            "mg",
+            "mg/kg",
+            "mg/m2",
+        }
         # US Core MedicationRequest must-support elements the service knows
-        for element in ("category", "reportedBoolean", "subject", "encounter", "authoredOn", "requester", "reasonCode"):
+        for element in (
+            "category",
+            "reportedBoolean",
+            "subject",
+            "encounter",
+            "authoredOn",
+            "requester",
+            "reasonCode",
+        ):
             assert element in resource, element
         assert resource["requester"] == {"reference": "Practitioner/u1"}
 
 
 def test_anakinra_draft_has_the_seed_range_as_dose_range_and_timing() -> None:
-    order = next(r for r in created(one_card(classic()), "MedicationRequest") if "Anakinra" in r["medicationCodeableConcept"]["text"])
+    order = next(
+        r
+        for r in created(one_card(classic()), "MedicationRequest")
+        if "Anakinra" in r["medicationCodeableConcept"]["text"]
+    )
     dosage = order["dosageInstruction"][0]
     assert dosage["doseAndRate"][0]["doseRange"]["low"]["value"] == 100
     assert dosage["doseAndRate"][0]["doseRange"]["high"]["value"] == 200
@@ -341,9 +371,16 @@ def test_anakinra_draft_has_the_seed_range_as_dose_range_and_timing() -> None:
 
 def test_per_kg_drafts_show_the_arithmetic_in_a_note() -> None:
     child = classic(obs("29463-7", 25, "kg", day(11)), birth="2018-01-01")
-    order = next(r for r in created(one_card(child), "MedicationRequest") if "Anakinra" in r["medicationCodeableConcept"]["text"])
+    order = next(
+        r
+        for r in created(one_card(child), "MedicationRequest")
+        if "Anakinra" in r["medicationCodeableConcept"]["text"]
+    )
     assert order["dosageInstruction"][0]["doseAndRate"][0]["doseRange"]["high"] == {
-        "value": 250.0, "unit": "mg", "system": "http://unitsofmeasure.org", "code": "mg"
+        "value": 250.0,
+        "unit": "mg",
+        "system": "http://unitsofmeasure.org",
+        "code": "mg",
     }
     assert any("10 mg/kg x 25 kg = 250 mg/day" in n["text"] for n in order["note"])
 
@@ -447,7 +484,9 @@ def test_an_order_for_a_running_drug_is_an_info_card_saying_since_when() -> None
 
 
 def test_iec_hs_directed_draft_is_info_even_at_grade_4() -> None:
-    cards = order_cards(classic(medication(None, "norepinephrine", day(12, 8))), sandbox_drafts(draft("a", "anakinra")))
+    cards = order_cards(
+        classic(medication(None, "norepinephrine", day(12, 8))), sandbox_drafts(draft("a", "anakinra"))
+    )
     assert [c["indicator"] for c in cards] == ["info"]
     assert "100–200 mg IV or SQ every 6–12 h" in plain(cards[0]["detail"])
 

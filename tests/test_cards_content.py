@@ -103,7 +103,11 @@ def _option(data: dict[str, Any], option_id: str) -> dict[str, Any]:
     ("file", "change", "field"),
     [
         ("treatments.yaml", lambda d: _option(d, "anakinra").update(citations=["nobody2099"]), "citations"),
-        ("treatments.yaml", lambda d: _option(d, "anakinra")["dosing"][1]["per_kg"][1].update(mg=[5]), "per_kg"),
+        (
+            "treatments.yaml",
+            lambda d: _option(d, "anakinra")["dosing"][1]["per_kg"][1].update(mg=[5]),
+            "per_kg",
+        ),
         (
             "treatments.yaml",
             lambda d: _option(d, "anakinra")["dosing"][0]["order"]["dose"].update(high=300),
@@ -121,9 +125,17 @@ def _option(data: dict[str, Any], option_id: str) -> dict[str, Any]:
         ),
         ("treatments.yaml", lambda d: _option(d, "etoposide").update(rxnorm="72435"), "rxnorm"),
         ("treatments.yaml", lambda d: _option(d, "anakinra").update(drug_class="aspirin"), "drug_class"),
-        ("templates.yaml", lambda d: d["cards"]["patient_view"]["summary"].update(met="{nonsense}"), "summary.met"),
+        (
+            "templates.yaml",
+            lambda d: d["cards"]["patient_view"]["summary"].update(met="{nonsense}"),
+            "summary.met",
+        ),
         ("templates.yaml", lambda d: d["statements"].pop("possible"), "statements"),
-        ("templates.yaml", lambda d: d["orderable_labs"].update(spo3={"decides": "status"}), "orderable_labs"),
+        (
+            "templates.yaml",
+            lambda d: d["orderable_labs"].update(spo3={"decides": "status"}),
+            "orderable_labs",
+        ),
         ("templates.yaml", lambda d: d["speak"].update(risk_window_days=0), "speak.risk_window_days"),
         ("templates.yaml", lambda d: d["repeat_alerts"].update(hours=-1), "repeat_alerts.hours"),
         ("templates.yaml", lambda d: d["citation_short"].update(nobody2099="x"), "citation_short"),
@@ -144,5 +156,7 @@ def test_the_shipped_content_loads_with_its_project_definitions() -> None:
     content = load_card_content(KB)
     assert {o.line for o in content.options} == {"supportive", "first", "second", "salvage", "caution"}
     assert all(o.citations for o in content.options)
-    assert content.risk_window_days == 100 and content.repeat_hours == 24 and content.next_line_after_hours == 48
+    assert (
+        content.risk_window_days == 100 and content.repeat_hours == 24 and content.next_line_after_hours == 48
+    )
     assert {c.status for c in content.rxnorm.values()} <= {"V", "S", "R", "D"}

@@ -1,4 +1,4 @@
-"""Whole-response golden tests (issue 17, item 10): a change in wording, order or suggestions is a visible diff.
+"""Whole-response golden tests (issue 17, item 10): a change of wording, order or suggestions is a diff.
 
 Regenerate with `.venv/bin/python -m tests.golden` (fixtures/README.md) and review the diff.
 """
@@ -28,5 +28,9 @@ def test_response_matches_its_golden_file(name: str) -> None:
     assert path.is_file(), f"no golden file {path.name}: run .venv/bin/python -m tests.golden"
     want, got = path.read_text(encoding="utf-8"), dump(RESPONSES[name])
     if want != got:
-        diff = "".join(difflib.unified_diff(want.splitlines(True), got.splitlines(True), "golden", "now", n=2))
-        pytest.fail(f"{name} differs from {path.name} (regenerate with .venv/bin/python -m tests.golden):\n{diff}")
+        diff = "".join(
+            difflib.unified_diff(want.splitlines(True), got.splitlines(True), "golden", "now", n=2)
+        )
+        pytest.fail(
+            f"{name} differs from {path.name} (regenerate with .venv/bin/python -m tests.golden):\n{diff}"
+        )

@@ -42,7 +42,9 @@ def _screen(app: Flask) -> dict[str, Any]:
     service = service_for_hook(state.registry, "patient-view")
     request = build_hook_request(service, bundle_resources(scenario.bundle()), None, scenario.at.date())
     answer = app.test_client().post(
-        f"/cds-services/{service.id}", json=request, headers={"X-CDS-Evaluation-Instant": scenario.at.isoformat()}
+        f"/cds-services/{service.id}",
+        json=request,
+        headers={"X-CDS-Evaluation-Instant": scenario.at.isoformat()},
     )
     assert answer.status_code == 200
     cards: list[dict[str, Any]] = answer.get_json()["cards"]

@@ -133,9 +133,13 @@ def _check_dose(path: Path, field: str, dose: dict[str, Any], routes: dict[str, 
                 raise _fail(path, f"{field}.{key}[{index}]", f"'{printed}' does not appear in the dose text")
             every = amount.get("every_hours")
             if every is not None and f"every {every:g} h" not in text:
-                raise _fail(path, f"{field}.{key}[{index}].every_hours", f"'every {every:g} h' not in the text")
+                raise _fail(
+                    path, f"{field}.{key}[{index}].every_hours", f"'every {every:g} h' not in the text"
+                )
             if (every is None) == (amount["basis"] == "dose" and "every" in amount["label"]):
-                raise _fail(path, f"{field}.{key}[{index}]", "a per-dose amount given 'every n h' needs every_hours")
+                raise _fail(
+                    path, f"{field}.{key}[{index}]", "a per-dose amount given 'every n h' needs every_hours"
+                )
     order = dose.get("order")
     if order is not None:
         _check_order(path, f"{field}.order", order, text, routes)

@@ -1,6 +1,6 @@
 """Card content from cards/: templates.yaml and treatments.yaml, schema-validated and cross-checked at load.
 
-Both files are data (reviewed clinical text with citations, and the project's card settings); this module turns
+Both files are data (reviewed clinical text with citations, the project's card settings); this module turns
 them into frozen, typed objects and fails fast with DataFileError (file + field) on anything malformed or
 unresolvable. The cross-reference checks live in :mod:`cds_service.cards.checks`.
 """
@@ -240,7 +240,11 @@ def build_content(directory: Path, kb: Knowledge) -> CardContent:
         cards=_frozen({k: _card(v) for k, v in doc["cards"].items()}),
         options=tuple(_option(raw) for raw in treatments["options"]),
         rxnorm=_frozen(
-            {c["code"]: RxCode(c["code"], c["status"]) for spec in medications.values() for c in spec["rxnorm"]}
+            {
+                c["code"]: RxCode(c["code"], c["status"])
+                for spec in medications.values()
+                for c in spec["rxnorm"]
+            }
         ),
     )
 

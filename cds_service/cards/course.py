@@ -1,4 +1,4 @@
-"""Therapy already given: IEC-HS-directed and CRS-directed (IL-6) drugs since the infusion, one course per drug.
+"""Therapy already given: IEC-HS- and CRS-directed (IL-6) drugs since the infusion, one course per drug.
 
 A course is read from MedicationAdministrations (first and last dose, number of doses) and from orders
 (MedicationRequest, status active). It is "running" when its last dose is within `running_within_hours` of the
@@ -35,7 +35,7 @@ class Course:
 
 
 def _agent(kb: Knowledge, content: CardContent, cls: str, events: list[DrugEvent]) -> str:
-    """The drug's name for people; for a class of several agents (corticosteroids) the one the records name."""
+    """The drug's name for people; for a class of several agents (corticosteroids) the one recorded."""
     if cls != "corticosteroid":
         return content.drug_names.get(cls, cls)
     texts = " ".join(e.text.lower() for e in events)
@@ -49,7 +49,11 @@ def courses(result: EvaluationResult, kb: Knowledge, content: CardContent) -> tu
     recent = timedelta(hours=content.running_within_hours)
     by_class: dict[str, list[DrugEvent]] = {}
     for event in result.drugs:
-        if event.role in DIRECTED_ROLES and event.time <= result.at and (since is None or event.time >= since):
+        if (
+            event.role in DIRECTED_ROLES
+            and event.time <= result.at
+            and (since is None or event.time >= since)
+        ):
             by_class.setdefault(event.drug_class, []).append(event)
     out: list[Course] = []
     for cls, events in by_class.items():
@@ -61,7 +65,9 @@ def courses(result: EvaluationResult, kb: Knowledge, content: CardContent) -> tu
         infusing = any(e.period and e.end is None for e in given)
         running = bool(orders) or infusing or (last is not None and result.at - last <= recent)
         first = min(e.time for e in (given or orders))
-        out.append(Course(cls, _agent(kb, content, cls, events), first, last, len(given), running, bool(orders)))
+        out.append(
+            Course(cls, _agent(kb, content, cls, events), first, last, len(given), running, bool(orders))
+        )
     return tuple(sorted(out, key=lambda c: c.first))
 
 

@@ -57,7 +57,8 @@ def happening(env: Env, result: EvaluationResult) -> list[str]:
     status = f"IEC-HS {env.text(iec.summary)}" if iec.status != "met" else "IEC-HS criteria met"
     if iec.grade is not None:
         status += f", {grade_phrase(env, result)}"
-    head = f"**{md(status)}**, {md(timing(env, result, short=False))}; {_crs_line(env, result)} {env.cite([iec.citation])}"
+    head = f"**{md(status)}**, {md(timing(env, result, short=False))}; {_crs_line(env, result)}"
+    head += f" {env.cite([iec.citation])}"
     met = {c.id: c for c in iec.criteria if c.status == "met" and c.id not in {"iec-therapy", "onset"}}
     chosen = [met[cid] for cid in ORDER if cid in met] + [c for cid, c in met.items() if cid not in ORDER]
     return [head, *(_finding(env, result, c) for c in chosen[:MAX_FINDINGS])]
@@ -93,7 +94,9 @@ def option_line(env: Env, option: Option, result: EvaluationResult, body: Body) 
         parts.append(option.condition[0].upper() + option.condition[1:])
     parts.extend(option.unverified)
     name = option.order_agent or option.agent
-    return f"**{md(name)}** {env.cite(option.citations)}: " + md(". ".join(p.rstrip(".") for p in parts) + ".")
+    return f"**{md(name)}** {env.cite(option.citations)}: " + md(
+        ". ".join(p.rstrip(".") for p in parts) + "."
+    )
 
 
 def pulse_line(env: Env, result: EvaluationResult, body: Body) -> str | None:
@@ -112,7 +115,13 @@ def next_lines(env: Env, result: EvaluationResult, step: Step, body: Body) -> li
     lines: list[str] = []
     if step.keep:
         line = env.label("line_" + step.line)
-        lines.append(md(env.label("first_line_given") if step.line == "first" else f"{line[0].upper()}{line[1:]}: running"))
+        lines.append(
+            md(
+                env.label("first_line_given")
+                if step.line == "first"
+                else f"{line[0].upper()}{line[1:]}: running"
+            )
+        )
     for option in step.options:
         lines.append(option_line(env, option, result, body))
         if option.id == "dexamethasone":
@@ -133,10 +142,7 @@ def next_lines(env: Env, result: EvaluationResult, step: Step, body: Body) -> li
 
 def unseen(env: Env, result: EvaluationResult, ctx: CardContext, *, skip: str = "") -> list[str]:
     """At most three: the service's data gaps, then what keeps the IEC-HS status from being decided."""
-    items = [
-        md(env.label("gap_key", what=env.content.prefetch_gaps.get(key, key)))
-        for key in ctx.data_gaps
-    ]
+    items = [md(env.label("gap_key", what=env.content.prefetch_gaps.get(key, key))) for key in ctx.data_gaps]
     items += [md(gap) for gap in IEC_HS.result(result.instruments).gaps if gap != skip]
     return items[:MAX_GAPS]
 

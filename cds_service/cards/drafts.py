@@ -7,7 +7,7 @@ A draft is a proposal (status `draft`, intent `proposal`) that an EHR can turn i
   verification status from mappings/medications.yaml is stated in a note), the seed's dose as structured
   `dosageInstruction` (`doseAndRate.doseQuantity` or `doseRange` in UCUM, `timing.repeat`, `route` where the
   seed states one) with the verbatim text, and the weight- or BSA-based arithmetic in a note. A per-kg or
-  per-m² dose is computed in mg only from a recorded weight (and height); otherwise it stays in mg/kg or mg/m².
+  per-m² dose is in mg only from a recorded weight (and height); otherwise it stays in mg/kg or mg/m².
   An option without an RxNorm code is never drafted.
 * ServiceRequest: LOINC-coded, category "Laboratory procedure".
 Both carry the US Core must-support elements the service knows: status, intent, category, code/medication,
@@ -82,7 +82,9 @@ def _common(ctx: CardContext, authored: datetime) -> dict[str, Any]:
     return out
 
 
-def service_request(gap: LabGap, ctx: CardContext, content: CardContent, authored: datetime) -> dict[str, Any]:
+def service_request(
+    gap: LabGap, ctx: CardContext, content: CardContent, authored: datetime
+) -> dict[str, Any]:
     common = _common(ctx, authored)
     return {
         "resourceType": "ServiceRequest",

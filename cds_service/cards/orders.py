@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from cds_service.cards import detail
-from cds_service.cards.common import CardContext, Env, crs_word, grade_phrase, links, shell, summary, timing, when
+from cds_service.cards.common import (
+    CardContext,
+    Env,
+    crs_word,
+    grade_phrase,
+    links,
+    shell,
+    summary,
+    timing,
+)
 from cds_service.cards.course import Course, running
 from cds_service.cards.dosing import body_of, dose_line, doses_for
 from cds_service.cards.drafts import create_action, delete_action, medication_request, suggestion
@@ -103,8 +112,10 @@ def _replace_suggestion(
     ]
     option = env.content.option(REPLACEMENT)
     body = body_of(result)
-    resource = None if keep_anakinra else medication_request(
-        option, result, body, ctx, env.content, env.citation_texts(option.citations)
+    resource = (
+        None
+        if keep_anakinra
+        else medication_request(option, result, body, ctx, env.content, env.citation_texts(option.citations))
     )
     dose_text = "; ".join(dose_line(d, body) for d in doses_for(option, result.patient))
     if resource is None:
@@ -114,7 +125,9 @@ def _replace_suggestion(
         key, chosen = ("replace" if deletes else "create"), [*deletes, create]
     if not chosen:
         return None
-    return suggestion(fill(template.suggestions[key], {"drug": drug, "dose": dose_text}), chosen, ctx.uuid_factory())
+    return suggestion(
+        fill(template.suggestions[key], {"drug": drug, "dose": dose_text}), chosen, ctx.uuid_factory()
+    )
 
 
 def il6_card(
@@ -140,14 +153,19 @@ def il6_card(
     evidence = [f"{md(caveat.condition or '')} {env.cite(caveat.citations)}"]
     evidence += [f"{md(text)} {env.cite(caveat.citations)}" for text in caveat.statements[:2]]
     if anakinra is not None:
-        nxt = [env.statement("already_running", drug=anakinra.name, course=_course_text(env, result, anakinra))]
+        nxt = [
+            env.statement("already_running", drug=anakinra.name, course=_course_text(env, result, anakinra))
+        ]
         step = next_step(result, env.content, given) if status == "met" else None
         if step is not None:
             nxt += detail.next_lines(env, result, step, body_of(result))
         key = "running"
     else:
         option = env.content.option(REPLACEMENT)
-        nxt = [env.statement("replace_with_anakinra"), detail.option_line(env, option, result, body_of(result))]
+        nxt = [
+            env.statement("replace_with_anakinra"),
+            detail.option_line(env, option, result, body_of(result)),
+        ]
         key = "met" if status == "met" else "possible"
     sections = [
         detail.section(heads["happening"], happening),
@@ -175,7 +193,12 @@ def iec_card(
     drug = env.content.drug_names[cls]
     iec = IEC_HS.result(result.instruments)
     already = running(given, cls)
-    values = {"drug": drug, "grade": grade_phrase(env, result), "timing": timing(env, result), "status": iec.status}
+    values = {
+        "drug": drug,
+        "grade": grade_phrase(env, result),
+        "timing": timing(env, result),
+        "status": iec.status,
+    }
     values["gap"] = iec.gaps[0] if iec.gaps else iec.status
     key = "running" if already else {"met": "met", "possible": "possible"}.get(iec.status, "other")
     body = body_of(result)
@@ -185,13 +208,25 @@ def iec_card(
     ]
     if already is not None:
         course = _course_text(env, result, already)
-        sections.append(detail.section(heads["next"], [env.statement("already_running", drug=already.name, course=course)]))
+        sections.append(
+            detail.section(
+                heads["next"], [env.statement("already_running", drug=already.name, course=course)]
+            )
+        )
     else:
-        options = [o for o in env.content.options if o.drug_class == cls and o.line in {"first", "second", "salvage"}]
+        options = [
+            o for o in env.content.options if o.drug_class == cls and o.line in {"first", "second", "salvage"}
+        ]
         options = [o for o in options if doses_for(o, result.patient)][:2]
-        sections.append(detail.section(heads["dosing"], [detail.option_line(env, o, result, body) for o in options]))
+        sections.append(
+            detail.section(heads["dosing"], [detail.option_line(env, o, result, body) for o in options])
+        )
     if iec.status == "met" and already is None:
-        sections.append(detail.section(heads["next"], detail.next_lines(env, result, next_step(result, env.content, given), body)))
+        sections.append(
+            detail.section(
+                heads["next"], detail.next_lines(env, result, next_step(result, env.content, given), body)
+            )
+        )
     text = summary(template, key, values)
     card = shell(env, ctx, template, text, "info", detail.assemble(env, sections))
     card["links"] = links(template, ctx, result)

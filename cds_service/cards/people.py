@@ -12,7 +12,7 @@ _NUMBER = re.compile(r"(?<![\w.])(\d{4,})(?![\w])")
 
 
 def number(value: float) -> str:
-    """Up to 3 significant decimals, thousands separated: 25244 -> '25,244', 1.49 -> '1.49', 0.36 -> '0.36'."""
+    """Few decimals, thousands separated: 25244 -> '25,244', 1.49 -> '1.49', 0.36 -> '0.36'."""
     if abs(value) >= 100 or float(value).is_integer():
         return f"{round(value):,}"
     return f"{value:,.3g}" if abs(value) < 1 else f"{round(value, 2):,g}"

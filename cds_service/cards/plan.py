@@ -1,7 +1,8 @@
 """The next step for a patient who meets IEC-HS criteria: the seed's line order and its refractoriness rule.
 
 Lines (seed section 5, Hines 2023 via the seed): first line anakinra early, with or without corticosteroids;
-second line ruxolitinib in addition to corticosteroids with escalated anakinra; salvage (emapalumab, etoposide)
+second line ruxolitinib in addition to corticosteroids with escalated anakinra; salvage (emapalumab,
+etoposide)
 for cases refractory to anti-cytokine treatments and corticosteroids. A line is "started" by the first
 administration of one of its agents at or after the IEC-HS onset estimate (the infusion when no onset is
 known); the next line becomes relevant once the current line started `next_line_after_hours` ago and IEC-HS

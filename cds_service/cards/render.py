@@ -48,7 +48,11 @@ def decisive_gap(env: Env, result: EvaluationResult, ctx: CardContext) -> str:
     return ""
 
 
-STATUS_LABS = {"ferritin": ("ferritin",), "hypofibrinogenemia": ("fibrinogen",), "transaminases": ("ast", "alt")}
+STATUS_LABS = {
+    "ferritin": ("ferritin",),
+    "hypofibrinogenemia": ("fibrinogen",),
+    "transaminases": ("ast", "alt"),
+}
 
 
 def _status_labs(result: EvaluationResult) -> list[str]:
@@ -69,15 +73,18 @@ def _labs(env: Env, result: EvaluationResult, kind: str) -> tuple[LabGap, ...]:
     return ()
 
 
-def _lab_suggestion(env: Env, template: CardTemplate, gaps: tuple[LabGap, ...], ctx: CardContext,
-                    result: EvaluationResult) -> dict[str, Any] | None:
+def _lab_suggestion(
+    env: Env, template: CardTemplate, gaps: tuple[LabGap, ...], ctx: CardContext, result: EvaluationResult
+) -> dict[str, Any] | None:
     if not gaps:
         return None
     from cds_service.cards.drafts import service_request
 
     actions = [
-        create_action(f"Draft order: {g.display} (LOINC {g.loinc}); {g.reason}",
-                      service_request(g, ctx, env.content, result.at))
+        create_action(
+            f"Draft order: {g.display} (LOINC {g.loinc}); {g.reason}",
+            service_request(g, ctx, env.content, result.at),
+        )
         for g in gaps
     ]
     label = fill(template.suggestions["labs"], {"labs": ", ".join(g.display for g in gaps)})
@@ -90,7 +97,9 @@ def _medication_suggestions(
     out = []
     body = body_of(result)
     for option in step.options:
-        resource = medication_request(option, result, body, ctx, env.content, env.citation_texts(option.citations))
+        resource = medication_request(
+            option, result, body, ctx, env.content, env.citation_texts(option.citations)
+        )
         if resource is None:
             continue
         agent = option.order_agent or option.agent
@@ -103,7 +112,11 @@ def _medication_suggestions(
 
 
 def _summary(env: Env, template: CardTemplate, result: EvaluationResult, ctx: CardContext, kind: str) -> str:
-    values = {"grade": grade_phrase(env, result), "timing": timing(env, result), "gap": decisive_gap(env, result, ctx)}
+    values = {
+        "grade": grade_phrase(env, result),
+        "timing": timing(env, result),
+        "gap": decisive_gap(env, result, ctx),
+    }
     if kind == "unseen":
         signal = ferritin_signal(result, env.kb)
         values["ferritin"] = env.quantity(signal.value, signal.unit) if signal else "?"
@@ -112,8 +125,16 @@ def _summary(env: Env, template: CardTemplate, result: EvaluationResult, ctx: Ca
     return summary(template, kind, values)
 
 
-def _detail(env: Env, template: CardTemplate, result: EvaluationResult, ctx: CardContext, kind: str,
-            given: tuple[Course, ...], step: Step | None, labs: tuple[LabGap, ...]) -> str:
+def _detail(
+    env: Env,
+    template: CardTemplate,
+    result: EvaluationResult,
+    ctx: CardContext,
+    kind: str,
+    given: tuple[Course, ...],
+    step: Step | None,
+    labs: tuple[LabGap, ...],
+) -> str:
     heads = template.headings
     sections: list[list[str]] = []
     if kind == "unseen":
@@ -121,7 +142,17 @@ def _detail(env: Env, template: CardTemplate, result: EvaluationResult, ctx: Car
         signal = ferritin_signal(result, env.kb)
         if signal is not None:
             name = env.kb.display("ferritin")
-            sections.append(detail.section(heads["happening"], [md(f"{name} {env.quantity(signal.value, signal.unit)} ({signal.time.strftime('%Y-%m-%d %H:%M')})")]))
+            sections.append(
+                detail.section(
+                    heads["happening"],
+                    [
+                        md(
+                            f"{name} {env.quantity(signal.value, signal.unit)}"
+                            f" ({signal.time.strftime('%Y-%m-%d %H:%M')})"
+                        )
+                    ],
+                )
+            )
         sections.append(detail.section(heads["next"], [env.statement("unseen_therapy", what=what)]))
         sections.append(detail.section(heads["unseen"], detail.unseen(env, result, ctx)))
         return detail.assemble(env, sections)
@@ -131,7 +162,9 @@ def _detail(env: Env, template: CardTemplate, result: EvaluationResult, ctx: Car
     if step is not None:
         sections.append(detail.section(heads["next"], detail.next_lines(env, result, step, body)))
     elif kind in {"possible", "indeterminate"}:
-        what = "; ".join(env.label("lab_decides", lab=g.display) for g in labs) or decisive_gap(env, result, ctx)
+        what = "; ".join(env.label("lab_decides", lab=g.display) for g in labs) or decisive_gap(
+            env, result, ctx
+        )
         sections.append(detail.section(heads["next"], [env.statement(kind, what=what)]))
     sections.append(detail.section(heads["unseen"], detail.unseen(env, result, ctx)))
     return detail.assemble(env, sections)
@@ -160,8 +193,14 @@ def render_patient_view(
     step = next_step(result, content, given) if decision.kind == "met" else None
     labs = _labs(env, result, decision.kind)
     text = _summary(env, template, result, ctx, decision.kind)
-    card = shell(env, ctx, template, text, decision.indicator,
-                 _detail(env, template, result, ctx, decision.kind, given, step, labs))
+    card = shell(
+        env,
+        ctx,
+        template,
+        text,
+        decision.indicator,
+        _detail(env, template, result, ctx, decision.kind, given, step, labs),
+    )
     suggestions = _medication_suggestions(env, template, result, step, ctx) if step else []
     lab = _lab_suggestion(env, template, labs, ctx, result)
     suggestions += [lab] if lab else []

@@ -1,4 +1,4 @@
-"""The closed vocabulary that cards/ data must resolve against: template keys, labels, statements, placeholders.
+"""The closed vocabulary cards/ data must resolve against: template keys, labels, statements, placeholders.
 
 The renderer implements exactly these names; cards/*.yaml may only use them (checked at load).
 """

@@ -17,8 +17,8 @@ from typing import Any
 from cds_service.cards.content import CardContent
 from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
 from cds_service.engine import EvaluationResult, evaluate
-from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.instruments.registry import IEC_HS
+from cds_service.engine.knowledge import Knowledge
 from cds_service.hooks.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
 from cds_service.hooks.repeat_alerts import RepeatAlerts
 from cds_service.hooks.request import HookRequest

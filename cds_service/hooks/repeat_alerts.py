@@ -1,4 +1,4 @@
-"""Fewer repeat alerts: after an override "already aware / being treated", the same card is one line for a while.
+"""Fewer repeat alerts: after an override "already aware / being treated" the same card is one line a while.
 
 "The same card" is the same patient, service, IEC-HS status and grade. Its identity is stored only as a keyed
 hash, HMAC-SHA256(secret, patient id | service id | status | grade): no patient identifier is stored in clear.
@@ -6,8 +6,8 @@ Two tables in the feedback database (shared by every worker; SQLite or PostgreSQ
 
 * ``cds_card_identity``: card uuid -> identity hash, written when a card is issued (feedback names only the
   card's uuid);
-* ``cds_card_suppression``: identity hash -> until when the card is acknowledged, written when an override with
-  one of ``repeat_alerts.reasons`` (cards/templates.yaml) arrives; ``repeat_alerts.hours`` long (default 24 h).
+* ``cds_card_suppression``: identity hash -> until when the card is acknowledged, written when an override
+  with one of ``repeat_alerts.reasons`` (cards/templates.yaml) arrives; ``repeat_alerts.hours`` long (24 h).
 
 A new status or grade is a new identity, so it is shown in full again at once. The secret is
 ``CDS_REPEAT_ALERT_KEY`` (or ``app.config["REPEAT_ALERT_KEY"]``); development mode without one uses a fixed,
@@ -74,14 +74,20 @@ class RepeatAlerts:
             return
         with self.engine.begin() as connection:
             for row in rows:
-                existing = select(identity_table.c.card_uuid).where(identity_table.c.card_uuid == row["card_uuid"])
+                existing = select(identity_table.c.card_uuid).where(
+                    identity_table.c.card_uuid == row["card_uuid"]
+                )
                 if connection.execute(existing).first() is None:
                     connection.execute(insert(identity_table), row)
-            connection.execute(delete(identity_table).where(identity_table.c.issued_at < now - KEEP_IDENTITIES))
+            connection.execute(
+                delete(identity_table).where(identity_table.c.issued_at < now - KEEP_IDENTITIES)
+            )
 
     def feedback(self, records: Iterable[FeedbackRecord], now: datetime) -> int:
         """Acknowledge the cards overridden with a repeat-alert reason; returns how many identities."""
-        uuids = [r.card_uuid for r in records if r.outcome == "overridden" and r.override_code in self.reasons]
+        uuids = [
+            r.card_uuid for r in records if r.outcome == "overridden" and r.override_code in self.reasons
+        ]
         if not uuids:
             return 0
         until = now + self.window
@@ -90,7 +96,9 @@ class RepeatAlerts:
             identities = set(connection.execute(query).scalars())
             for identity in identities:
                 changed = connection.execute(
-                    update(suppression_table).where(suppression_table.c.identity == identity).values(until=until)
+                    update(suppression_table)
+                    .where(suppression_table.c.identity == identity)
+                    .values(until=until)
                 ).rowcount
                 if not changed:
                     connection.execute(insert(suppression_table), {"identity": identity, "until": until})

@@ -105,7 +105,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _install_repeat_alerts(app: Flask, settings: Settings, store: FeedbackStore, cards: CardContent) -> None:
-    """Repeat-alert suppression (cds_service.hooks.repeat_alerts) in the feedback database, unless injected."""
+    """Repeat-alert suppression (cds_service.hooks.repeat_alerts) in the feedback database."""
     if "REPEAT_ALERTS" in app.config:
         return
     secret = secret_from(app.config.get("REPEAT_ALERT_KEY"), dev_mode=settings.dev_mode)
