@@ -1,5 +1,5 @@
 """Whole-response golden files: every fixture scenario x every hook, the full CDS response with uuids and
-instants normalised, checked in under fixtures/hooks/golden/.
+instants normalised, checked in under fixtures/golden/.
 
 Regenerate (after a deliberate change of wording, order or suggestions; review the diff):
 
@@ -25,7 +25,7 @@ from cds_service.preview.builder import build_hook_request, bundle_resources, dr
 from cds_service.preview.scenarios import Scenario, list_scenarios
 from cds_service.web.state import get_state
 
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "hooks" / "golden"
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
 CASES = (("patient-view", None), ("order-select", "tocilizumab"), ("order-sign", "anakinra"))
 _UUID = re.compile(r"^uuid-\d+$")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")

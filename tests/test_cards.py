@@ -400,7 +400,7 @@ def test_the_sandbox_rx_view_can_take_the_suggestion() -> None:
     """The CDS Hooks Sandbox's medication reducer (cds-hooks/sandbox src/reducers/medication-reducers.js,
     TAKE_SUGGESTION) takes `medicationCodeableConcept.text` and `coding[0].code` as its prescribable and
     rebuilds its order with that RxNorm code; the fixture is an order shaped like the sandbox's own."""
-    fixture = json.loads((PROJECT_ROOT / "fixtures" / "hooks" / "sandbox-rx-view-order.json").read_text())
+    fixture = json.loads((PROJECT_ROOT / "fixtures" / "sandbox" / "rx-view-order.json").read_text())
     for resource in created(one_card(classic()), "MedicationRequest"):
         concept = resource["medicationCodeableConcept"]
         assert concept["text"] and concept["coding"][0]["code"]  # what the reducer requires
