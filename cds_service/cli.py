@@ -119,7 +119,7 @@ def course_line(result: EvaluationResult) -> str:
 
     iec = IEC_HS.result(result.instruments)
     day = result.therapy.day_post_infusion
-    gaps = f" ({'; '.join(iec.gaps)})" if iec.gaps else ""
+    gaps = f" ({'; '.join(gap.text for gap in iec.gaps)})" if iec.gaps else ""
     return (
         f"{result.at.isoformat().replace('+00:00', 'Z')}  day {day if day is not None else '?':>3}  "
         f"CRS {result.crs_status:9}  IEC-HS {IEC_HS.summarize(iec)}{gaps}"

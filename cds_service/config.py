@@ -14,7 +14,8 @@ CDS_PUBLIC_BASE_URL            The externally visible base URL (``https://cds.ex
 CDS_CORS_ORIGINS               Comma-separated allowed browser origins, or ``*``. Default ``*`` in
                                development, none otherwise.
 CDS_HOOK_DEADLINE_S            Overall budget of one hook call, FHIR fallback included (default 2.5).
-CDS_FHIR_TIMEOUT_S             Budget of one FHIR call, pagination excluded (default 1.0).
+CDS_FHIR_TIMEOUT_S             Cap on the budget of one FHIR call, pagination excluded. Default: none, each
+                               call may use whatever is left before the hook deadline.
 CDS_FHIR_MAX_PAGES             Bundle pages followed per query (default 10).
 CDS_PREFETCH_LOOKBACK_DAYS     Observation date window of the service's own FHIR queries (default 60).
 CDS_MAX_REQUEST_BYTES          Largest accepted request body (default 20 MB); larger gets 413.
@@ -33,6 +34,15 @@ CDS_JWKS_TIMEOUT_S             Budget of one JWKS fetch (default 2.0).
 CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, answers no cards) and
                                POST /_bench/read/<id> (reads a hook call's data, answers no cards) for
                                the benchmarks in benchmarks/ (cds_service.web.bench_floor); default off.
+CDS_PREVIEW_BUILDER            ``1`` serves the preview page's request builder (POST /preview/hook-request);
+                               default on in development, off otherwise (an anonymous CPU cost).
+CDS_RATE_LIMIT                 Requests per client address to each anonymous cost centre (SMART launch,
+                               preview builder), e.g. ``60/minute`` (default; ``limits`` notation).
+CDS_RATE_LIMIT_STORAGE_URI     Where the rate-limit counters live (``limits`` storage URI): default
+                               ``memory://``, per worker process; ``redis://...`` or ``memcached://...``
+                               shares them across workers and instances.
+CDS_TRUSTED_PROXY_HOPS         Reverse proxies in front of the service whose X-Forwarded-For is trusted
+                               for the client address (default 0; 1 behind deploy/nginx).
 CDS_CONFIG_FILE                Optional YAML or JSON file holding any of these variables by name; the
                                environment wins over it (cds_service.ops.config_file).
 =============================  ==========================================================================
@@ -75,6 +85,10 @@ ENV_VARIABLES = (
     "CDS_JWKS_MIN_REFRESH_S",
     "CDS_JWKS_TIMEOUT_S",
     "CDS_BENCH_FLOOR",
+    "CDS_PREVIEW_BUILDER",
+    "CDS_RATE_LIMIT",
+    "CDS_RATE_LIMIT_STORAGE_URI",
+    "CDS_TRUSTED_PROXY_HOPS",
     "CDS_CONFIG_FILE",
 )
 _TRUE = {"1", "true", "yes", "on"}
@@ -92,7 +106,7 @@ class Settings:
     public_base_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     hook_deadline_s: float = 2.5
-    fhir_timeout_s: float = 1.0
+    fhir_timeout_s: float | None = None  # None: each FHIR call may use the time left before the deadline
     fhir_max_pages: int = 10
     prefetch_lookback_days: int = 60
     max_request_bytes: int = 20 * 1024 * 1024
@@ -107,6 +121,10 @@ class Settings:
     jwks_min_refresh_s: float = 60.0
     jwks_timeout_s: float = 2.0
     bench_floor: bool = False
+    preview_builder: bool = False
+    rate_limit: str = "60/minute"
+    rate_limit_storage_uri: str = "memory://"
+    trusted_proxy_hops: int = 0
 
     @property
     def trusted_clients_configured(self) -> bool:
@@ -132,7 +150,7 @@ class Settings:
             public_base_url=_parse("CDS_PUBLIC_BASE_URL", env, _base_url, None),
             cors_origins=_parse("CDS_CORS_ORIGINS", env, _origins, ("*",) if dev else ()),
             hook_deadline_s=_parse("CDS_HOOK_DEADLINE_S", env, _positive(float, 60.0), 2.5),
-            fhir_timeout_s=_parse("CDS_FHIR_TIMEOUT_S", env, _positive(float, 60.0), 1.0),
+            fhir_timeout_s=_parse("CDS_FHIR_TIMEOUT_S", env, _positive(float, 60.0), None),
             fhir_max_pages=_parse("CDS_FHIR_MAX_PAGES", env, _positive(int, 1000), 10),
             prefetch_lookback_days=_parse("CDS_PREFETCH_LOOKBACK_DAYS", env, _positive(int, 3650), 60),
             max_request_bytes=_parse("CDS_MAX_REQUEST_BYTES", env, _positive(int, 1 << 30), 20 << 20),
@@ -140,6 +158,10 @@ class Settings:
             workers=_parse("CDS_WORKERS", env, _positive(int, 64), max(1, os.cpu_count() or 1)),
             threads=_parse("CDS_THREADS", env, _positive(int, 64), 4),
             bench_floor=_parse("CDS_BENCH_FLOOR", env, _boolean, False),
+            preview_builder=_parse("CDS_PREVIEW_BUILDER", env, _boolean, dev),
+            rate_limit=_parse("CDS_RATE_LIMIT", env, _rate_limit, "60/minute"),
+            rate_limit_storage_uri=_parse("CDS_RATE_LIMIT_STORAGE_URI", env, _storage_uri, "memory://"),
+            trusted_proxy_hops=_parse("CDS_TRUSTED_PROXY_HOPS", env, _non_negative_int(5), 0),
             **_auth_settings(env),
         )
         settings.check_consistency()
@@ -154,7 +176,7 @@ class Settings:
                 )
             if not self.public_base_url.startswith("https://"):
                 raise ConfigurationError("CDS_PUBLIC_BASE_URL", "must be https outside development mode")
-        if self.fhir_timeout_s > self.hook_deadline_s:
+        if self.fhir_timeout_s is not None and self.fhir_timeout_s > self.hook_deadline_s:
             raise ConfigurationError("CDS_FHIR_TIMEOUT_S", "must not exceed CDS_HOOK_DEADLINE_S")
         if self.trusted_clients_file is not None and self.trusted_clients_json is not None:
             raise ConfigurationError(
@@ -162,15 +184,23 @@ class Settings:
             )
 
     def summary(self) -> dict[str, str]:
-        """Printable view of the settings, with any database password masked."""
+        """Printable view of the settings, with any database or rate-limit storage password masked."""
         shown = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        shown["rate_limit_storage_uri"] = _without_credentials(self.rate_limit_storage_uri)
         shown["cors_origins"] = ", ".join(self.cors_origins) or "(none)"
         shown["trusted_clients_json"] = "(set)" if self.trusted_clients_json else "(none)"
         for name in shown:  # settings added later whose name says they are secret stay hidden too
             if any(word in name for word in _SECRET_WORDS) and getattr(self, name):
                 shown[name] = "(set, hidden)"
         return shown
+
+
+def _without_credentials(uri: str) -> str:
+    """`redis://user:secret@host/0` -> `redis://***@host/0` (a storage URI may carry a password)."""
+    scheme, separator, rest = uri.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    return f"{scheme}{separator}***@{host}" if at and userinfo else uri
 
 
 def _auth_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -206,6 +236,41 @@ def _non_negative(maximum: float) -> Callable[[str, str], float]:
         return value
 
     return parse
+
+
+def _non_negative_int(maximum: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigurationError(name, f"expected an integer, got {raw!r}") from None
+        if not 0 <= value <= maximum:
+            raise ConfigurationError(name, f"must be >= 0 and <= {maximum}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _rate_limit(name: str, raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigurationError(name, f"expected a rate such as '60/minute', got {raw!r}") from None
+    return raw
+
+
+def _storage_uri(name: str, raw: str) -> str:
+    from limits.storage import storage_from_string
+
+    if raw.startswith("async+"):
+        raise ConfigurationError(name, f"an async storage cannot serve this (synchronous) service: {raw!r}")
+    try:
+        storage_from_string(raw)  # checks the scheme and the storage's client package; connects lazily
+    except Exception as exc:  # limits raises ConfigurationError or ValueError, by storage
+        raise ConfigurationError(name, f"not a usable limits storage URI ({type(exc).__name__})") from None
+    return raw
 
 
 def default_database_url() -> str:

@@ -87,9 +87,9 @@ def _wait_healthy(server: ServerProcess) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()[-4000:]}")
         try:
-            if requests.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{server.base_url}/healthz", timeout=5).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or (a loaded machine) not answering yet
             pass
         time.sleep(0.1)
     server.stop()

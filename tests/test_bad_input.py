@@ -259,7 +259,7 @@ def quantity(**changes: Any) -> Callable[[dict[str, Any]], None]:
         (quantity(value=10**30), "valueQuantity.value is not a finite number"),
         (quantity(value=None), "valueQuantity.value is not a finite number"),
         (quantity(unit="furlong", code="furlong"), "'furlong' is not a valid UCUM unit"),
-        (quantity(code="\U0001f600", unit="\u202ekg"), "is not a valid UCUM unit"),
+        (quantity(code="\U0001f600", unit="\u202ekg"), "has characters a UCUM unit cannot have"),
         (weight(valueQuantity=[72]), "no numeric valueQuantity"),
         (weight(valueQuantity="72 kg"), "no numeric valueQuantity"),
         (weight(effectiveDateTime="2999-01-01T00:00:00Z"), "dated in the future"),

@@ -20,7 +20,7 @@ def test_development_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert settings.dev_mode
     assert settings.cors_origins == ("*",)
     assert settings.database_url == f"sqlite:///{tmp_path / 'instance' / 'feedback.sqlite3'}"
-    assert (settings.hook_deadline_s, settings.fhir_timeout_s, settings.fhir_max_pages) == (2.5, 1.0, 10)
+    assert (settings.hook_deadline_s, settings.fhir_timeout_s, settings.fhir_max_pages) == (2.5, None, 10)
     assert settings.prefetch_lookback_days == 60
     assert settings.max_request_bytes == 20 * 1024 * 1024
     assert settings.public_base_url is None and settings.smart_launch_url is None
@@ -106,3 +106,31 @@ def test_banner_lists_the_urls_to_open() -> None:
     text = banner(Settings.from_env({"CDS_DEV_MODE": "1"}), "127.0.0.1", 8080)
     assert "http://127.0.0.1:8080/cds-services" in text
     assert "/healthz" in text
+
+
+def test_hardening_settings_defaults_and_validation() -> None:
+    """Issue 18: the preview builder follows the mode, rate limits parse, storages must be usable."""
+    production = Settings.from_env(PROD)
+    assert (production.preview_builder, production.rate_limit, production.rate_limit_storage_uri) == (
+        False,
+        "60/minute",
+        "memory://",
+    )
+    assert production.trusted_proxy_hops == 0 and production.fhir_timeout_s is None
+    assert Settings.from_env({"CDS_DEV_MODE": "1"}).preview_builder is True
+    assert Settings.from_env({**PROD, "CDS_PREVIEW_BUILDER": "yes"}).preview_builder is True
+    for name, value in [
+        ("CDS_RATE_LIMIT", "lots"),
+        ("CDS_RATE_LIMIT_STORAGE_URI", "bogus://x"),
+        ("CDS_RATE_LIMIT_STORAGE_URI", "async+memory://"),
+        ("CDS_TRUSTED_PROXY_HOPS", "9"),
+    ]:
+        with pytest.raises(ConfigurationError, match=name):
+            Settings.from_env({**PROD, name: value})
+
+
+def test_a_storage_password_is_masked_in_the_summary() -> None:
+    settings = Settings(
+        database_url="sqlite://", rate_limit_storage_uri="redis://user:s3cret@cache.internal:6379/0"
+    )
+    assert settings.summary()["rate_limit_storage_uri"] == "redis://***@cache.internal:6379/0"

@@ -43,9 +43,12 @@ assert _SCREENING is not None
 SCREENING = _SCREENING
 assert SCREENING is not None
 NOW = datetime.now(UTC)
+# Behaviour against the real FHIR server is asserted with a deadline no loaded machine reaches (these tests
+# once failed with 412 under load average ~10); deadlines are tested below with servers slow on purpose.
+GENEROUS_S = 60.0
 
 
-def environment(timeout: float = 1.0, max_pages: int = 10, lookback: int = 60) -> FetchEnvironment:
+def environment(timeout: float | None = None, max_pages: int = 10, lookback: int = 60) -> FetchEnvironment:
     session = requests.Session()
     session.trust_env = False
     return FetchEnvironment(session, dev_fhir_server_policy, True, timeout, max_pages, lookback)
@@ -70,7 +73,7 @@ def fetch(
     token: str | None,
     patient_id: str,
     env: FetchEnvironment | None = None,
-    budget: float = 2.5,
+    budget: float = GENEROUS_S,
 ) -> ResolvedPrefetch:
     return resolve(
         hook_request(fhir_server, token, patient_id),
@@ -128,7 +131,7 @@ def test_hook_with_no_prefetch_equals_hook_with_full_prefetch(
     tmp_path: Path, fhir_stack: FhirStack, patient: tuple[str, list[dict[str, Any]]]
 ) -> None:
     pid, resources = patient
-    client = create_app(dev_config(tmp_path)).test_client()
+    client = create_app(dev_config(tmp_path, CDS_HOOK_DEADLINE_S=GENEROUS_S)).test_client()
     fetched = client.post(
         "/cds-services/iec-hs-screening",
         json=hook_body("patient-view", pid, fhir_server=fhir_stack.fhir_base, token=fhir_stack.token),
@@ -152,7 +155,7 @@ def test_partial_prefetch_is_completed_from_the_server(
     pid, resources = patient
     prefetch = full_prefetch(resources)
     del prefetch["observations"], prefetch["medicationAdministrations"]
-    app = create_app(dev_config(tmp_path))
+    app = create_app(dev_config(tmp_path, CDS_HOOK_DEADLINE_S=GENEROUS_S))
     body = hook_body(
         "patient-view", pid, prefetch=prefetch, fhir_server=fhir_stack.fhir_base, token=fhir_stack.token
     )
@@ -176,7 +179,7 @@ def test_a_rejected_token_is_412_and_never_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     pid, _ = patient
-    app = create_app(dev_config(tmp_path))
+    app = create_app(dev_config(tmp_path, CDS_HOOK_DEADLINE_S=GENEROUS_S))
     body = hook_body("patient-view", pid, fhir_server=fhir_stack.fhir_base, token="stolen-token-value")
     with caplog.at_level(logging.DEBUG):
         response = app.test_client().post("/cds-services/iec-hs-screening", json=body)
@@ -301,6 +304,35 @@ def test_one_overall_deadline_and_parallel_queries() -> None:
         with pytest.raises(PrefetchUnavailable):
             fetch(f"{server.base_url}/fhir", "tok", "p1", environment(timeout=1.0), budget=0.6)
         assert time.monotonic() - start < 1.0
+
+
+def test_a_slow_first_call_may_use_the_time_the_deadline_leaves() -> None:
+    """Issue 18 item 7: a search slower than the old fixed 1 s per-call budget, well within the hook
+    deadline, completes (it answered 412 "observations: timeout" with 1.5 s of the deadline left)."""
+    with LoopbackServer(patient_only(body=searchset([]), delay_s=1.3)) as server:
+        resolved = fetch(f"{server.base_url}/fhir", "tok", "p1", environment(), budget=GENEROUS_S)
+    assert resolved.gaps == () and resolved.sources["observations"] == "fhir"
+
+
+def test_the_hook_deadline_still_bounds_a_server_slower_than_it(tmp_path: Path) -> None:
+    """With no per-call cap, a server slower than the whole deadline is cut at the deadline: 412 with the
+    reason, answered long before the server would have (it waits 20 s)."""
+    app = create_app(dev_config(tmp_path, CDS_HOOK_DEADLINE_S=1.0))
+    with LoopbackServer(patient_only(body=searchset([]), delay_s=20.0)) as server:
+        start = time.monotonic()
+        body = hook_body("patient-view", "p1", fhir_server=f"{server.base_url}/fhir", token="tok")
+        response = app.test_client().post("/cds-services/iec-hs-screening", json=body)
+        elapsed = time.monotonic() - start
+    assert response.status_code == 412
+    diagnostics = response.get_json()["issue"][0]["diagnostics"]
+    assert "observations: timeout" in diagnostics or "observations: deadline exceeded" in diagnostics
+    assert elapsed < 10.0  # the deadline (1 s) plus a loaded machine's margin, far below the server's 20 s
+
+
+def test_a_configured_per_call_cap_still_applies() -> None:
+    with LoopbackServer(patient_only(body=searchset([]), delay_s=2.0)) as server:
+        with pytest.raises(PrefetchUnavailable, match="observations: timeout"):
+            fetch(f"{server.base_url}/fhir", "tok", "p1", environment(timeout=0.3), budget=GENEROUS_S)
 
 
 def test_next_links_to_another_origin_are_not_followed() -> None:

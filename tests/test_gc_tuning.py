@@ -51,8 +51,8 @@ def test_a_collector_turned_off_elsewhere_stays_off() -> None:
 
 
 @pytest.mark.usefixtures("collector_on")
-def test_overlapping_calls_still_collect_cycles_past_the_backstop() -> None:
-    hold = CollectorHold(backstop=2_000)
+def test_overlapping_calls_still_collect_cycles_past_the_ceiling() -> None:
+    hold = CollectorHold(ceiling=2_000)
     hold.enter()  # a long call that never ends while others come and go
     try:
         marker: list[Any] = []
@@ -64,12 +64,53 @@ def test_overlapping_calls_still_collect_cycles_past_the_backstop() -> None:
         del cycle
         hold.enter()
         hold.exit()  # a short call ends while the long one is still running
-        assert hold.backstop_collections == 1
+        assert hold.held_collections == 1
         assert not any(isinstance(o, list) and o and o[0] is marker for o in gc.get_objects())
         assert not gc.isenabled()
     finally:
         hold.exit()
     assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("collector_on")
+def test_garbage_under_endless_overlap_stays_bounded() -> None:
+    """Issue 18 item 4: calls overlap without a pause (one is always running) and each leaves cyclic
+    garbage, as FHIR faults do (exceptions with tracebacks). Tracked objects must level off near the
+    ceiling instead of growing with the number of calls."""
+    hold = CollectorHold(ceiling=20_000)
+    hold.enter()  # the call that is always in progress
+    try:
+        baseline = len(gc.get_objects())
+        peaks = []
+        for _batch in range(6):
+            for _ in range(500):  # 500 overlapping calls per batch
+                hold.enter()
+                for _ in range(20):  # each leaves 20 cycles of 3 objects
+                    a: dict[str, Any] = {}
+                    b: list[Any] = [a, {"x": 1}]
+                    a["b"] = b
+                hold.exit()
+            peaks.append(len(gc.get_objects()) - baseline)
+        assert not gc.isenabled()
+    finally:
+        hold.exit()
+    # 6 x 500 x 20 x 3 = 180,000 garbage objects were made; never more than ~ceiling live at once
+    assert max(peaks) < 2 * hold.ceiling, peaks
+    assert hold.held_collections >= 5
+
+
+@pytest.mark.usefixtures("collector_on")
+def test_a_collector_off_before_the_hold_is_never_run_by_it() -> None:
+    gc.disable()
+    hold = CollectorHold(ceiling=10)
+    hold.enter()
+    hold.enter()
+    for _ in range(100):
+        node: list[Any] = []
+        node.append(node)
+    hold.exit()
+    hold.exit()
+    assert hold.held_collections == 0 and not gc.isenabled()
 
 
 @pytest.mark.usefixtures("collector_on")

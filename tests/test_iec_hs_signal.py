@@ -79,13 +79,17 @@ def test_nonspecific_manifestations_make_possible_not_met() -> None:
         *course(1000, 3000), lab("ldh", 900, "U/L", 12, high=280), lab("fibrinogen", 330, "mg/dL", 12)
     )
     assert result.status == "possible"
-    assert any("HLH-specific" in gap or "AST" in gap for gap in result.gaps)
+    assert [gap.code for gap in result.gaps] == ["specific-missing"]
+    assert (
+        result.gaps[0].analytes == ("ast", "alt")
+        and result.gaps[0].text == "no AST or ALT since the ferritin rose"
+    )
 
 
 def test_active_crs_allows_only_the_full_picture_as_possible() -> None:
     active = crs(2, day(2))  # still active on day 13 (no abatement, no vital signs to say otherwise)
     full = iec(active, ferritin(400, -1), ferritin(2000, 3), ferritin(1000, 8), ferritin(3000, 12), *SPECIFIC)
-    assert full.status == "possible" and "CRS still active" in full.gaps[0]
+    assert full.status == "possible" and full.gaps[0].code == "crs-active"
     partial = iec(active, ferritin(400, -1), ferritin(2000, 3), ferritin(1000, 8), ferritin(3000, 12))
     assert partial.status == "not-met"
 
@@ -118,3 +122,16 @@ def test_a_cytopenia_worsens_from_a_recovery_not_from_the_lymphodepletion_low(
         assert cytopenias.status != "met" and "not new or worsening" in said
     low = criterion(iec(*course(1000, 3000), *platelets[:3], at_day=6.5).criteria, "cytopenias")
     assert low.status != "met" and "not new or worsening" in " ".join(e.description for e in low.evidence)
+
+
+def test_inside_the_crs_window_without_crs_a_rise_is_read_as_crs_beginning() -> None:
+    temps = [lab("temperature", 36.8, "Cel", d + 0.1) for d in range(0, 6)]
+    rising = [ferritin(300, -1), ferritin(320, 2), ferritin(1500, 5)]
+    partial = IEC_HS.result(run(*temps, *rising, at=day(5, 6)).instruments)
+    assert criterion(partial.criteria, "onset").status == "not-met"
+    assert partial.status == "not-met"
+    full = IEC_HS.result(
+        run(*temps, *rising, *[lab("fibrinogen", 120, "mg/dL", 5)], at=day(5, 6)).instruments
+    )
+    assert full.status == "possible"
+    assert full.gaps[0].code == "crs-window"

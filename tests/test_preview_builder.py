@@ -19,6 +19,7 @@ from cds_service.hooks.validation import errors as schema_errors
 from cds_service.preview.clock import HEADER
 from cds_service.preview.rebase import day_shift_for, rebase, shift_datetime, shift_for
 from cds_service.preview.scenarios import find_scenario, list_scenarios
+from cds_service.preview.views import MAX_BUILD_BYTES
 from tests.cds_helpers import dev_config, without_uuids
 
 SERVICES = {"patient-view": "iec-hs-screening", "order-select": "iec-hs-order-select"}
@@ -192,7 +193,7 @@ def test_the_header_is_validated_in_development_mode(client: FlaskClient) -> Non
         assert HEADER in response.get_json()["issue"][0]["diagnostics"]
 
 
-def production_app(tmp_path: Path) -> Flask:
+def production_app(tmp_path: Path, **extra: Any) -> Flask:
     """Production mode with the example trusted clients (no JWT of ours would verify)."""
     return create_app(
         dev_config(
@@ -200,12 +201,50 @@ def production_app(tmp_path: Path) -> Flask:
             CDS_DEV_MODE=False,
             CDS_PUBLIC_BASE_URL="https://cds.example.org",
             CDS_TRUSTED_CLIENTS_FILE=str(PROJECT_ROOT / "config" / "trusted-clients.example.json"),
+            **extra,
         )
     )
 
 
+def test_the_builder_is_off_in_production_unless_configured(tmp_path: Path) -> None:
+    """Issue 18 item 5: an anonymous CPU cost (~2.3 s per 18 MB body) is not served in production by
+    default; it answers 404 before reading the body."""
+    client = production_app(tmp_path).test_client()
+    response = client.post(
+        "/preview/hook-request", json={"hook": "patient-view", "scenario": "classic-iec-hs"}
+    )
+    assert response.status_code == 404
+    assert "CDS_PREVIEW_BUILDER" in response.get_json()["issue"][0]["diagnostics"]
+    enabled = production_app(tmp_path, CDS_PREVIEW_BUILDER=True).test_client()
+    assert build(enabled, hook="patient-view", scenario="classic-iec-hs")["serviceId"] == "iec-hs-screening"
+
+
+def test_the_builder_refuses_bodies_over_its_bound(client: FlaskClient) -> None:
+    big = {
+        "hook": "patient-view",
+        "bundle": {"resourceType": "Bundle", "entry": [], "pad": "x" * MAX_BUILD_BYTES},
+    }
+    response = client.post("/preview/hook-request", json=big)
+    assert response.status_code == 413
+    assert response.get_json()["issue"][0]["code"] == "too-costly"
+
+
+def test_the_builder_is_rate_limited_per_client(tmp_path: Path) -> None:
+    client = create_app(dev_config(tmp_path, CDS_RATE_LIMIT="3/minute")).test_client()
+    body = {"hook": "patient-view", "scenario": "classic-iec-hs"}
+    statuses = [client.post("/preview/hook-request", json=body).status_code for _ in range(3)]
+    refused = client.post("/preview/hook-request", json=body)
+    other = client.post(
+        "/preview/hook-request", json=body, environ_overrides={"REMOTE_ADDR": "127.0.0.2"}
+    )  # another client has its own allowance
+    assert statuses == [200, 200, 200] and other.status_code == 200
+    assert refused.status_code == 429
+    assert refused.get_json()["issue"][0]["code"] == "throttled"
+    assert int(refused.headers["Retry-After"]) >= 1
+
+
 def test_the_header_is_ignored_outside_development_mode(tmp_path: Path) -> None:
-    production = production_app(tmp_path)
+    production = production_app(tmp_path, CDS_PREVIEW_BUILDER=True)
     assert production.config["CLOCK"] is None
     client = production.test_client()
     built = build(client, hook="patient-view", scenario="classic-iec-hs")

@@ -207,19 +207,32 @@ def test_page_structure_is_accessible(page: Page, base_url: str) -> None:
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
 
-def test_a_production_server_answers_401_and_the_page_says_why(tmp_path: Path, page: Page) -> None:
-    app = create_app(
+def production_app(tmp_path: Path, **extra: object) -> Flask:
+    return create_app(
         dev_config(
             tmp_path,
             CDS_DEV_MODE=False,
             CDS_PUBLIC_BASE_URL="https://cds.example.org",
             CDS_TRUSTED_CLIENTS_FILE=str(PROJECT_ROOT / "config" / "trusted-clients.example.json"),
+            **extra,
         )
     )
-    with serving(app) as url:
+
+
+def test_a_production_server_answers_401_and_the_page_says_why(tmp_path: Path, page: Page) -> None:
+    with serving(production_app(tmp_path, CDS_PREVIEW_BUILDER=True)) as url:
         page.goto(f"{url}/")
         expect(page.locator(".banner.warning")).to_contain_text("not in development mode")
         page.click("#send")
         status = page.locator("#status")
         expect(status).to_contain_text("401", timeout=TIMEOUT_MS)
         expect(status).to_contain_text("needs a server in development mode")
+
+
+def test_without_the_builder_a_production_page_says_it_is_off(tmp_path: Path, page: Page) -> None:
+    with serving(production_app(tmp_path)) as url:
+        page.goto(f"{url}/")
+        page.click("#send")
+        status = page.locator("#status")
+        expect(status).to_contain_text("HTTP 404", timeout=TIMEOUT_MS)
+        expect(status).to_contain_text("CDS_PREVIEW_BUILDER")

@@ -140,7 +140,9 @@ def bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization is not a Bearer token")
-    if len(token) > MAX_TOKEN_CHARS or not _COMPACT_JWS.fullmatch(token):
+    if len(token) > MAX_TOKEN_CHARS:  # checked first: nothing longer is ever parsed
+        raise Unauthorized(f"Bearer token is longer than {MAX_TOKEN_CHARS} characters")
+    if not _COMPACT_JWS.fullmatch(token):
         raise Unauthorized("Bearer token is not a compact JWS")
     return token
 

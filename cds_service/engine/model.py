@@ -214,6 +214,15 @@ class GradeFact:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Gap:
+    """What keeps a status from being decided further: a stable code (cards key on it) and its words."""
+
+    code: str
+    text: str
+    analytes: tuple[str, ...] = ()  # the missing analytes, for a gap that names them
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IecHsResult:
     status: IecStatus
     criteria: tuple[CriterionResult, ...]
@@ -228,7 +237,7 @@ class IecHsResult:
     grading_unverified: bool
     alternatives: str
     summary: str
-    gaps: tuple[str, ...] = ()  # what keeps the status from being decided further, most decisive first
+    gaps: tuple[Gap, ...] = ()  # what keeps the status from being decided further, most decisive first
 
 
 @dataclass(frozen=True, slots=True)

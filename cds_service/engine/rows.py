@@ -59,11 +59,19 @@ class Rows:
 
 
 def _meaning(kb: Knowledge, concept: Any) -> tuple[str, str] | None:
-    """("device", "") or ("documented", kind) for a row code, else None."""
-    for system, code, _ in codings(concept):
-        if (system, code) in kb.oxygen.observation_codes:
+    """("device", "") or ("documented", kind) for a row code, else None. A plain loop: it runs once per
+    Observation read as JSON (the typed fast path looks each distinct code up once)."""
+    items = concept.get("coding") if type(concept) is dict else None
+    if type(items) is not list:
+        return None
+    devices, documented = kb.oxygen.observation_codes, kb.documented_rows
+    for coding in items:
+        if type(coding) is not dict:
+            continue
+        key = (coding.get("system"), coding.get("code"))
+        if key in devices:
             return "device", ""
-        kind = kb.documented_rows.get((system, code))
+        kind = documented.get(key)  # type: ignore[arg-type]  # codes from JSON: a non-string key is absent
         if kind is not None:
             return "documented", kind
     return None

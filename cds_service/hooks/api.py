@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from cds_service.engine.units import parse_budget
 from cds_service.errors import NotFound
 from cds_service.hooks import validation
 from cds_service.hooks.feedback import record_from_item
@@ -70,7 +71,8 @@ def invoke(service_id: str) -> Response:
             get_state().registry, service_id, request_body(), request.mimetype
         )
     annotate(service_id=service.id, hook=service.hook)
-    body, resolved = run_hook(hook_request, service, hook_environment(), timed)
+    with parse_budget():  # new unit strings in this call's data share a bounded parsing time
+        body, resolved = run_hook(hook_request, service, hook_environment(), timed)
     annotate(prefetch=resolved.sources, data_gaps=list(resolved.gaps), cards=len(body["cards"]))
     g.card_indicators = [card["indicator"] for card in body["cards"]]  # for the metrics, not the log line
     return jsonify(body)
@@ -82,8 +84,8 @@ def feedback(service_id: str) -> Response:
     state = get_state()
     if service_id not in state.registry.ids():
         raise NotFound(f"no CDS service with id '{service_id}'")
-    # get_data, not request_body: metrics cached this (small) body before the view
-    document: Any = parse_json_body(request.get_data(cache=False), request.mimetype)
+    # kept: the feedback metrics count outcomes from the same body after the view
+    document: Any = parse_json_body(request_body(keep=True), request.mimetype)
     validation.check("feedback", document)
     records = [record_from_item(service_id, item) for item in document["feedback"]]
     with timed("store"):

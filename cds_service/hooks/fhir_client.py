@@ -1,8 +1,9 @@
 """A small FHIR R4 read/search client for prefetch fallback, around an injected `requests.Session`.
 
 * `Authorization: Bearer <fhirAuthorization.access_token>` (when given) and `Accept: application/fhir+json`.
-* Every call has a budget: min(per-call timeout, time left before the hook's deadline). The body is read
-  in chunks so a server that drips bytes cannot hold the call past its budget; bodies are size-capped.
+* Every call has a budget: the time left before the hook's deadline, so a slow first call may use what
+  the others leave (optionally capped by a per-call timeout, CDS_FHIR_TIMEOUT_S). The body is read in
+  chunks so a server that drips bytes cannot hold the call past its budget; bodies are size-capped.
 * Search results follow `Bundle.link[relation=next]` up to `max_pages`, and only on the fhirServer's own
   origin: the bearer token is never sent anywhere else. Redirects are not followed for the same reason. A
   `next` link already visited (a loop) stops paging; so does reaching `max_entries` merged entries. Either
@@ -59,7 +60,7 @@ class FhirClient:
         base_url: str,
         access_token: str | None,
         *,
-        timeout_s: float,
+        timeout_s: float | None,
         max_pages: int,
         max_bytes: int = MAX_BODY_BYTES,
         max_entries: int = MAX_ENTRIES,
@@ -125,7 +126,9 @@ class FhirClient:
         )
 
     def _get_json(self, url: str, deadline: float, *, allow_404: bool) -> dict[str, Any] | None:
-        budget = min(self.timeout_s, deadline - time.monotonic())
+        budget = deadline - time.monotonic()
+        if self.timeout_s is not None:
+            budget = min(self.timeout_s, budget)
         if budget <= 0:
             raise FhirFetchError("deadline exceeded")
         if self._token and self._token_expires_at is not None and time.monotonic() >= self._token_expires_at:

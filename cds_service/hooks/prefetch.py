@@ -53,7 +53,7 @@ class FetchEnvironment:
     session: requests.Session
     server_allowed: Callable[[str], bool]
     allow_anonymous: bool  # dev only: query a fhirServer sent without fhirAuthorization
-    timeout_s: float
+    timeout_s: float | None  # cap per FHIR call; None: each call may use what is left before the deadline
     max_pages: int
     lookback_days: int
 

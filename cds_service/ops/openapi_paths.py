@@ -207,9 +207,10 @@ def preview_paths() -> dict[str, Any]:
                     "200": _json(_ref("PreviewRequest"), "The hook request, its service id and instant"),
                     **_outcomes(
                         s400="Invalid build request or Bundle",
-                        s404="Unknown scenario",
-                        s413="Body too large",
+                        s404="Unknown scenario, or the builder is off (CDS_PREVIEW_BUILDER)",
+                        s413="Body larger than 4 MiB",
                         s415="Content-Type is not JSON",
+                        s429="Too many requests from this client (CDS_RATE_LIMIT)",
                     ),
                 },
             }

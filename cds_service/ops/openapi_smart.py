@@ -15,6 +15,7 @@ def smart_paths() -> dict[str, Any]:
     """The SMART on FHIR dashboard (documented for integrators; not fuzzed: it needs a live launch)."""
     redirect = {"description": "Redirect (authorization server, dashboard or picker)"}
     error_page = text_response("text/html", "Error page (launch, session or authorization problem)")
+    throttled = text_response("text/html", "Too many launches from this client (CDS_RATE_LIMIT)")
     query = [
         {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
         for name, text in (("iss", "The EHR's FHIR base URL"), ("launch", "The EHR's launch id"))
@@ -25,7 +26,7 @@ def smart_paths() -> dict[str, Any]:
                 "tags": ["smart"],
                 "summary": "EHR launch: check iss, discover the authorization server, redirect to authorize",
                 "parameters": query,
-                "responses": {"302": redirect, "400": error_page},
+                "responses": {"302": redirect, "400": error_page, "429": throttled, "502": error_page},
             }
         },
         "/smart/standalone": {
@@ -40,6 +41,8 @@ def smart_paths() -> dict[str, Any]:
                     "200": text_response("text/html", "The form"),
                     "302": redirect,
                     "400": error_page,
+                    "429": throttled,
+                    "502": error_page,
                 }
             }
         },

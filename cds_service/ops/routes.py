@@ -10,7 +10,6 @@ from cds_service.web import metrics
 from cds_service.web.observability import add_request_listener
 
 bp = Blueprint("ops", __name__)
-FEEDBACK_VIEW_BLUEPRINT = "cds"  # the blueprint whose feedback view reads the body uncached
 
 
 @bp.get("/metrics")
@@ -33,14 +32,7 @@ def _install_metrics(setup: BlueprintSetupState) -> None:
 
 
 def install_metrics(app: Flask) -> None:
-    """Count requests from the log fields, time FHIR calls, and keep feedback bodies for outcome counts."""
+    """Count requests from the log fields and time FHIR calls (feedback outcome counts read the body the
+    view kept, cds_service.web.wsgi_body)."""
     add_request_listener(app, metrics.record_request)
     metrics.instrument_session(app.config.get("HTTP_SESSION"))
-
-    def cache_feedback_body() -> None:
-        if request.endpoint == f"{FEEDBACK_VIEW_BLUEPRINT}.feedback":
-            metrics.cache_feedback_body()
-
-    # Appended to the CDS blueprint's own before-request functions (registered before this one in
-    # app.BLUEPRINTS), so it runs after client authentication.
-    app.before_request_funcs.setdefault(FEEDBACK_VIEW_BLUEPRINT, []).append(cache_feedback_body)

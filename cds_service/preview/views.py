@@ -28,7 +28,10 @@ from cds_service.preview.builder import (
 from cds_service.preview.rebase import day_shift_for, rebase, shift_for
 from cds_service.preview.scenarios import find_scenario, list_scenarios
 from cds_service.web.state import get_state
+from cds_service.web.wsgi_body import request_body
 
+# A pasted Bundle is built into a request in proportion to its size; the largest fixture scenario is 1.7 MB.
+MAX_BUILD_BYTES = 4 * 1024 * 1024
 bp = Blueprint(
     "preview",
     __name__,
@@ -78,8 +81,12 @@ def page() -> str:
 
 @bp.post("/preview/hook-request")
 def hook_request() -> Response:
-    """Build the hook request for a scenario or a Bundle (see the OpenAPI PreviewBuild schema)."""
-    document: Any = parse_json_body(request.get_data(cache=False), request.mimetype)
+    """Build the hook request for a scenario or a Bundle (see the OpenAPI PreviewBuild schema).
+
+    Off unless CDS_PREVIEW_BUILDER (on by default in development only): 404 before the body is read."""
+    if not get_state().settings.preview_builder:
+        raise NotFound("the preview request builder is off (CDS_PREVIEW_BUILDER; on in development mode)")
+    document: Any = parse_json_body(request_body(MAX_BUILD_BYTES), request.mimetype)
     if not isinstance(document, dict):
         raise InvalidRequest("expected a JSON object")
     state = get_state()

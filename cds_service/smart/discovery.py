@@ -1,16 +1,25 @@
-"""SMART discovery: ``GET {iss}/.well-known/smart-configuration`` (SMART App Launch 2.x, section 2.1)."""
+"""SMART discovery: ``GET {iss}/.well-known/smart-configuration`` (SMART App Launch 2.x, section 2.1).
+
+A usable discovery document is kept for ``DISCOVERY_TTL_S`` per FHIR server (:class:`DiscoveryCache`), so
+launches do not each cost a request to the EHR; only allowlisted servers are ever looked up, which bounds
+the cache. Failures are not cached.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import requests
+from cachetools import TTLCache
 
 from cds_service.smart.errors import SmartError
 from cds_service.smart.settings import SmartSettings, normalize_base
 
 WELL_KNOWN = "/.well-known/smart-configuration"
+DISCOVERY_TTL_S = 300.0
+DISCOVERY_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +86,21 @@ def _parse(document: dict[str, Any], settings: SmartSettings) -> SmartConfigurat
 
 def _strings(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+class DiscoveryCache:
+    """Usable discovery documents per FHIR base URL, for DISCOVERY_TTL_S (thread-safe; per process)."""
+
+    def __init__(self, ttl_s: float = DISCOVERY_TTL_S, size: int = DISCOVERY_CACHE_SIZE) -> None:
+        self._documents: TTLCache[str, SmartConfiguration] = TTLCache(maxsize=size, ttl=ttl_s)
+        self._lock = threading.Lock()
+
+    def get(self, http: requests.Session, iss: str, settings: SmartSettings) -> SmartConfiguration:
+        key = normalize_base(iss)
+        with self._lock:
+            found = self._documents.get(key)
+        if found is None:
+            found = discover(http, iss, settings)  # raises SmartError: nothing cached
+            with self._lock:
+                self._documents[key] = found
+        return found

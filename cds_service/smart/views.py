@@ -24,12 +24,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from cds_service.engine.evaluate import evaluate
+from cds_service.engine.units import parse_budget
 from cds_service.smart import fmt
 from cds_service.smart.appcontext import AppContext, for_patient
 from cds_service.smart.charts.panels import check_chart_defs
 from cds_service.smart.dashboard import DashboardView, InstantSource, build_view
 from cds_service.smart.dbstore import SqlSessionStore
-from cds_service.smart.discovery import discover
 from cds_service.smart.errors import SmartError, bad_launch
 from cds_service.smart.fhirdata import fetch_record, read_patient, search_patients
 from cds_service.smart.oauth import (
@@ -115,6 +115,7 @@ def standalone() -> Response | str:
 
 
 def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
+    """Allowlist first: a launch naming another FHIR server costs no request to it and no database row."""
     settings = smart_state().settings
     if not settings.iss_allowed(iss):
         raise SmartError(
@@ -124,7 +125,7 @@ def _authorize(iss: str, kind: LaunchKind, launch_id: str | None) -> Response:
             f"The launch named the FHIR server {iss!r}, which is not on this app's allowlist.",
             relaunch=False,
         )
-    config = discover(http(), iss, settings)
+    config = smart_state().discovery.get(http(), iss, settings)
     redirect_uri = settings.redirect_uri(request.host_url)
     url, pending = authorization_request(
         config, settings, iss=iss, redirect_uri=redirect_uri, kind=kind, launch=launch_id
@@ -254,7 +255,8 @@ def _dashboard_view(session: SmartSession, context: LaunchContext) -> tuple[Dash
     record = fetch_record(http(), context, smart_state().settings, core.knowledge)
     app_context = for_patient(context.app_context, context.patient)
     at, source = _instant(session, app_context)
-    result = evaluate(record.data, at=at, knowledge=core.knowledge)
+    with parse_budget():
+        result = evaluate(record.data, at=at, knowledge=core.knowledge)
     notices = list(app_context.notes)
     notices += [
         f"Not every {t} page could be read; the picture may be incomplete." for t in record.incomplete

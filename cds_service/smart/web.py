@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 from flask import Flask, Response, current_app, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from cds_service.smart.discovery import DiscoveryCache
 from cds_service.smart.errors import RELAUNCH_HINT, SmartError, session_missing, token_expired
 from cds_service.smart.sessions import COOKIE_NAME, COOKIE_PATH, LaunchContext, SessionStore, SmartSession
 from cds_service.smart.settings import SmartSettings
@@ -33,6 +34,7 @@ class SmartState:
 
     settings: SmartSettings
     store: SessionStore
+    discovery: DiscoveryCache = field(default_factory=DiscoveryCache)
 
 
 def smart_state(app: Flask | None = None) -> SmartState:
@@ -115,11 +117,13 @@ def error_page(error: SmartError) -> tuple[str, int]:
     return page, error.status
 
 
-def http_error_page(error: HTTPException) -> tuple[str, int]:
+def http_error_page(error: HTTPException) -> tuple[str, int, dict[str, str]]:
     status = error.code or 500
-    return error_page(
+    page, status = error_page(
         SmartError(status, f"http-{status}", error.name, "The request cannot be served.", relaunch=False)
     )
+    kept = {name: value for name, value in error.get_headers() if name in ("Retry-After", "Allow")}
+    return page, status, kept
 
 
 def unexpected_error_page(error: Exception) -> tuple[str, int]:

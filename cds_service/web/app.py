@@ -51,7 +51,7 @@ from cds_service.hooks.repeat_alerts import RepeatAlerts, secret_from
 from cds_service.hooks.services import build_registry
 from cds_service.ops.blueprints import BLUEPRINTS as ops_blueprints
 from cds_service.smart import bp as smart_blueprint
-from cds_service.web import bench_floor, cors, observability, outcome
+from cds_service.web import bench_floor, cors, observability, outcome, ratelimit
 from cds_service.web.json_provider import OrjsonProvider
 from cds_service.web.security import allow_all, deny_all, dev_fhir_server_policy, https_only_policy
 from cds_service.web.state import EXTENSION_KEY, ServiceState
@@ -92,6 +92,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, cards, build_registry(knowledge), store)
     _install_repeat_alerts(app, settings, store, cards)
     observability.init_app(app)
+    ratelimit.init_app(app, settings)
     cors.init_app(app, settings.cors_origins)
     outcome.init_app(app)
     for blueprint in BLUEPRINTS:

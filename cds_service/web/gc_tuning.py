@@ -30,21 +30,28 @@ def tune_gc() -> None:
 # youngest generation's threshold, so a collection in the middle of a hook walks them all and then walks
 # them again in the older generation, for nothing: they are acyclic and reference counting frees them
 # when the request ends. The collector is therefore held off while any hook call is in progress in this
-# process and resumes when the last one ends, when the hook's garbage is already gone. Cycles made
-# meanwhile wait; if hooks overlap without a pause long enough for this many net allocations, a full
-# collection runs anyway.
-BACKSTOP_ALLOCATIONS = 1_000_000
+# process and resumes when the last one ends, when the hook's garbage is already gone.
+#
+# Under overlapping load the last call may never end: calls keep overlapping for minutes, and cyclic
+# garbage (exceptions with their tracebacks from FHIR faults, for one) piled up until load paused: worker
+# RSS grew from ~165 MB to 300-440 MB and stayed there (issue 18). So while the collector is held, every
+# call boundary (a call starting or ending while others run) checks the young generation: past
+# HOLD_CEILING net allocations it runs a collection there, between hooks, of the youngest generation (an
+# older one when its own threshold is due, as CPython's automatic collector would). Garbage under the hold
+# is thus bounded by about HOLD_CEILING objects, whatever the load.
+HOLD_CEILING = 100_000
 
 
 class CollectorHold:
-    """Counts hook calls in progress (any thread) and keeps the cyclic collector off while there are any."""
+    """Counts hook calls in progress (any thread) and keeps the cyclic collector off while there are any,
+    collecting at call boundaries when the young generation passes `ceiling` (see above)."""
 
-    def __init__(self, backstop: int = BACKSTOP_ALLOCATIONS) -> None:
+    def __init__(self, ceiling: int = HOLD_CEILING) -> None:
         self._lock = threading.Lock()
         self._active = 0
         self._resume = False
-        self.backstop = backstop
-        self.backstop_collections = 0
+        self.ceiling = ceiling
+        self.held_collections = 0
 
     def enter(self) -> None:
         with self._lock:
@@ -52,6 +59,8 @@ class CollectorHold:
             if self._active == 1:
                 self._resume = gc.isenabled()  # never turn on a collector someone else turned off
                 gc.disable()
+            else:
+                self._collect_if_due()
 
     def exit(self) -> None:
         with self._lock:
@@ -59,9 +68,17 @@ class CollectorHold:
             if self._active == 0:
                 if self._resume:
                     gc.enable()
-            elif gc.get_count()[0] > self.backstop:
-                self.backstop_collections += 1
-                gc.collect()
+            else:
+                self._collect_if_due()
+
+    def _collect_if_due(self) -> None:
+        if not self._resume:
+            return  # the collector was off before the hold: not ours to run
+        young, middle, old = gc.get_count()
+        if young <= self.ceiling:
+            return
+        self.held_collections += 1
+        gc.collect(2 if old >= GEN2_THRESHOLD else 1 if middle >= GEN1_THRESHOLD else 0)
 
     @property
     def active(self) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 import requests
-from flask import Response, g, request
+from flask import Response, g
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -34,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from requests.adapters import BaseAdapter
 
 from cds_service import __version__
+from cds_service.web.wsgi_body import request_body
 
 log = logging.getLogger("cds_service.web.metrics")
 HOOK_ENDPOINT = "/cds-services/<service_id>"
@@ -105,7 +106,7 @@ def record_request(fields: Mapping[str, Any], response: Response) -> None:
         _record_prefetch(hook, fields)
         if status == 200:
             _record_cards(hook)
-    if endpoint == FEEDBACK_ENDPOINT and status == 200:
+    if endpoint == FEEDBACK_ENDPOINT and method == "POST" and status == 200:  # not a CORS preflight
         _record_feedback(str(fields.get("service_id", "")), int(fields.get("feedback_stored", 0)))
 
 
@@ -127,18 +128,11 @@ def _record_cards(hook: str) -> None:
 
 
 def _record_feedback(service_id: str, stored: int) -> None:
-    # The body was cached by cache_feedback_body and validated by the view (status 200).
-    document = orjson.loads(request.get_data())
+    # The view read (and kept) the body and validated it (status 200).
+    document = orjson.loads(request_body())
     for item in document["feedback"]:
         FEEDBACK_ITEMS.labels(service_id, str(item["outcome"])).inc()
     FEEDBACK_STORED.labels(service_id).inc(stored)
-
-
-def cache_feedback_body() -> None:
-    """Keep the feedback body readable after the view (which reads it uncached) for the outcome counts.
-
-    Registered to run after client authentication, so an unauthenticated body is never read early."""
-    request.get_data(cache=True)
 
 
 class TimedAdapter(BaseAdapter):

@@ -20,7 +20,13 @@ from cds_service.errors import CDSServiceError, PrefetchUnavailable, Unauthorize
 from cds_service.web.observability import annotate
 
 log = logging.getLogger("cds_service.errors")
-HTTP_ISSUE_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+HTTP_ISSUE_CODES = {
+    404: "not-found",
+    405: "not-supported",
+    413: "too-costly",
+    415: "not-supported",
+    429: "throttled",
+}
 
 
 def operation_outcome(
@@ -57,12 +63,16 @@ def handle_service_error(error: CDSServiceError) -> Response:
 def handle_http_error(error: HTTPException) -> Response:
     status = error.code or 500
     code = HTTP_ISSUE_CODES.get(status, "invalid" if status < 500 else "exception")
-    diagnostics = f"{status} {error.name}" + (f": {error.description}" if status in (405, 413) else "")
+    diagnostics = f"{status} {error.name}" + (f": {error.description}" if status in (405, 413, 429) else "")
     response = outcome_response(status, operation_outcome(code, diagnostics))
     headers = dict(error.get_headers())
     for header in ("Allow", "Retry-After"):
         if header in headers:
             response.headers[header] = headers[header]
+    if status == 413:
+        # The rest of a refused body is never read: close the connection rather than let the server
+        # drain an arbitrarily long (chunked) body before the next request on it.
+        response.headers["Connection"] = "close"
     return response
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
+from cds_service.auth.verify import MAX_TOKEN_CHARS
 from cds_service.config import Settings
 from cds_service.errors import ConfigurationError, DataFileError
 from cds_service.ops.multiproc import enable as enable_multiprocess_metrics
@@ -27,6 +28,10 @@ from cds_service.web.state import get_state
 
 log = logging.getLogger("cds_service.web.server")
 TIMEOUT_MARGIN_S = 5
+# One header line may hold twice the documented largest client JWT (16 KiB) plus "Authorization: Bearer ":
+# a token between gunicorn's default 8 KiB and that reaches the app, which answers a 401 OperationOutcome
+# (cds_service.auth.verify checks the size first) instead of gunicorn's HTML 431.
+HEADER_FIELD_LIMIT = 2 * MAX_TOKEN_CHARS + 64
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
@@ -68,6 +73,7 @@ def gunicorn_options(settings: Settings, host: str, port: int, workers: int | No
         "errorlog": "-",
         "loglevel": "info",
         "limit_request_line": 8190,
+        "limit_request_field_size": HEADER_FIELD_LIMIT,
         # Recent gunicorn releases open a control socket under ~/.gunicorn by default: one path shared
         # by every instance on the machine, and a management interface this service does not need.
         "control_socket_disable": True,

@@ -23,43 +23,51 @@ from cds_service.engine.instruments.iec_hs.manifestations import cytopenias, hyp
 from cds_service.engine.instruments.iec_hs.other import other_manifestations
 from cds_service.engine.instruments.iec_hs.required import ferritin_required
 from cds_service.engine.instruments.iec_hs.timing import onset_timing
-from cds_service.engine.model import CriterionResult, Evidence, IecHsResult, IecStatus
+from cds_service.engine.knowledge import Knowledge
+from cds_service.engine.model import CriterionResult, Evidence, Gap, IecHsResult, IecStatus
 
 
 def _status(
+    kb: Knowledge,
     ferritin: CriterionResult,
     timing: CriterionResult,
     specific: list[CriterionResult],
     other: list[CriterionResult],
-) -> tuple[IecStatus, tuple[str, ...]]:
-    """The status and the gaps that keep it from being decided further (most decisive first)."""
-    gaps: list[str] = []
+    crs_status: str,
+) -> tuple[IecStatus, tuple[Gap, ...]]:
+    """The status and the gaps that keep it from being decided further (most decisive first); each gap has a
+    stable code and its words from criteria/iec_hs.yaml `gaps`."""
+    gaps: list[Gap] = []
+
+    def gap(code: str, analytes: tuple[str, ...] = ()) -> Gap:
+        names = " or ".join(kb.display(a) for a in analytes)
+        return Gap(
+            code=code, text=str(kb.criteria["iec_hs"]["gaps"][code]).format(analytes=names), analytes=analytes
+        )
+
     if ferritin.status == "unknown" and "ferritin course" in ferritin.missing:
-        gaps.append("one ferritin value: a second rise cannot be judged")
+        gaps.append(gap("ferritin-single"))
     elif ferritin.status == "unknown":
-        no_baseline = "ferritin baseline" in ferritin.missing
-        return "indeterminate", ("no baseline ferritin" if no_baseline else "no ferritin in the window",)
+        return "indeterminate", (
+            gap("no-ferritin-baseline" if "ferritin baseline" in ferritin.missing else "no-ferritin"),
+        )
     elif ferritin.status != "met":
         return "not-met", ()
     if timing.status == "unknown":
-        gaps.append("CRS course unknown")
+        gaps.append(gap("crs-unknown"))
     elif timing.status == "not-met":
-        gaps.append("CRS still active: IEC-HS cannot be separated from CRS")
+        gaps.append(gap("crs-window" if crs_status == "none" else "crs-active"))
     specific_status = any_of([c.status for c in specific])
     if specific_status == "unknown":
-        analytes = [m for c in specific if c.status == "unknown" for m in c.missing if m in ANALYTE_NAMES]
-        gaps.append(
-            "no "
-            + " or ".join(ANALYTE_NAMES[a] for a in dict.fromkeys(analytes))
-            + " since the ferritin rose"
-            if analytes
-            else "no HLH-specific finding yet (fibrinogen, transaminases or hemophagocytosis)"
+        analytes = tuple(
+            dict.fromkeys(m for c in specific if c.status == "unknown" for m in c.missing if m in kb.analytes)
         )
+        gaps.append(gap("specific-missing", analytes) if analytes else gap("specific-not-yet"))
     elif specific_status == "not-met":
-        gaps.append("no HLH-specific finding (fibrinogen, transaminases or hemophagocytosis)")
+        gaps.append(gap("specific-absent"))
     if ferritin.status == "met" and specific_status == "met" and timing.status in {"met", "not-applicable"}:
         return "met", ()
-    if timing.status == "not-met":  # CRS active and not improving: only the full picture is "possible"
+    if timing.status == "not-met":  # CRS active (or may begin) and not improving: only the full picture
         full = ferritin.status == "met" and specific_status == "met"
         return ("possible" if full else "not-met"), tuple(gaps)
     if specific_status in {"met", "unknown"} or any(c.status == "met" for c in other):
@@ -67,7 +75,6 @@ def _status(
     return "not-met", tuple(gaps)
 
 
-ANALYTE_NAMES = {"fibrinogen": "fibrinogen", "ast": "AST", "alt": "ALT"}
 SUMMARIES: dict[IecStatus, str] = {
     "met": "IEC-HS criteria met",
     "possible": "IEC-HS possible",
@@ -137,7 +144,9 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
     ]
     nonspecific = [cytopenias(ctx, common_doc["cytopenias"], citation)]
     others = other_manifestations(ctx, doc, citation)
-    status, gaps = _status(signal.criterion, timing, specific, nonspecific + others)
+    status, gaps = _status(
+        ctx.kb, signal.criterion, timing, specific, nonspecific + others, ctx.crs_course.status
+    )
     onset_time = signal.onset
     result_grade = grade(ctx, status, onset_time, grading)
     return IecHsResult(

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from datetime import datetime, timedelta
+from math import inf
 from typing import Any
 
 from cds_service.engine.context import Context, value_evidence
@@ -94,32 +96,29 @@ def hypofibrinogenemia(
     )
 
 
-def _recovered(before: list[LabValue], nadir: LabValue, fraction: float) -> LabValue | None:
-    """The highest value of the 7 days before `nadir` if it was a recovery: >= (1 + fraction) x the lowest
-    value before it since infusion (so the fall from it is not the expected post-lymphodepletion decline)."""
-    recent = [lab for lab in before if nadir.time - lab.time <= RECENT]
-    if not recent:
-        return None
-    best = max(recent, key=lambda lab: lab.value)
-    earlier = [lab.value for lab in before if lab.time < best.time]
-    if not earlier or best.value < scaled(1.0 + fraction, min(earlier)):
-        return None
-    return best
-
-
 def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tuple[LabValue, LabValue] | None:
     """(reference, value): a value in the window (from `start`) that is the second of two results >= the
-    fraction below a recovery in the 7 days before it (one low result can be noise)."""
-    for index, lab in enumerate(series):
-        if lab.time < start:
+    fraction below a recovery in the 7 days before it. A recovery is the highest value of those 7 days if
+    it is >= (1 + fraction) x the lowest value before it since infusion, so the fall from it is not the
+    expected post-lymphodepletion decline; one low result can be noise, so two are needed."""
+    lowest = [inf] * (len(series) + 1)  # lowest[i]: the lowest value before index i
+    for i, lab in enumerate(series):
+        lowest[i + 1] = min(lowest[i], lab.value)
+    first = bisect_left([lab.time for lab in series], start)
+    begin = 0
+    for index in range(first, len(series)):
+        lab = series[index]
+        while begin < index and lab.time - series[begin].time > RECENT:
+            begin += 1
+        if begin == index:
             continue
-        before = series[:index]
-        reference = _recovered(before, lab, fraction)
-        if reference is None:
+        best = max(range(begin, index), key=lambda i: series[i].value)
+        reference = series[best]
+        if reference.value < scaled(1.0 + fraction, lowest[best]):
             continue
         limit = scaled(1.0 - fraction, reference.value)
-        fallen = [v for v in series[: index + 1] if v.time > reference.time and v.value <= limit]
-        if len(fallen) >= 2 and lab.value <= limit:
+        fallen = sum(1 for v in series[best + 1 : index + 1] if v.value <= limit)
+        if fallen >= 2 and lab.value <= limit:
             return reference, lab
     return None
 

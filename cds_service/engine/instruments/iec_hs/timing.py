@@ -11,6 +11,7 @@ ferritin rising rapidly); otherwise not met (IEC-HS cannot be separated from act
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from cds_service.engine.context import Context, value_evidence
@@ -36,6 +37,9 @@ def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> Crite
             missing=missing,
         )
 
+    if course.status == "none" and _window_open(ctx):
+        text = f"{course.reason}, but CRS may still begin (CRS onset window): a rise now is read as CRS"
+        return result("not-met", Evidence("note", text))
     if course.status == "none":
         return result("not-applicable", Evidence("note", f"{course.reason}: timing not applicable"))
     if course.status == "unknown":
@@ -63,6 +67,12 @@ def onset_timing(ctx: Context, required: dict[str, Any], citation: str) -> Crite
     return _crp_worsening(ctx, required, result, episode, said)
 
 
+def _window_open(ctx: Context) -> bool:
+    """Within the CRS onset window after the latest infusion [D] (criteria/astct_crs.yaml)."""
+    days = float(ctx.kb.criteria["astct_crs"]["course"]["onset_window_days"])
+    return bool(ctx.infusions) and ctx.at <= ctx.infusions[-1] + timedelta(days=days)
+
+
 def _crp_worsening(
     ctx: Context, required: dict[str, Any], result: Result, episode: CrsEpisode, said: list[Evidence]
 ) -> CriterionResult:
@@ -80,8 +90,10 @@ def _crp_worsening(
     given = Evidence("drug", f"CRS-directed therapy: {first.text}", first.resource_id, time=first.time)
     before, after = ctx.values("crp", start, first.time), ctx.values("crp", first.time)
     if not before or not after:
-        note = Evidence("note", "CRP before and after CRS-directed therapy needed to judge improvement")
-        return result("unknown", *said, given, note, missing=("crp",))
+        note = Evidence(
+            "note", "CRS active; without CRP before and after CRS-directed therapy no improvement is shown"
+        )
+        return result("not-met", *said, given, note)
     rule = required["worsening_after_improvement"]
     fall, rebound = float(rule["crp_fall_fraction"]), float(rule["crp_rebound_fold"])
     peak = max(before, key=lambda lab: lab.value)
