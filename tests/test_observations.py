@@ -109,6 +109,16 @@ def test_comparator_is_kept_and_only_decides_when_its_bound_decides() -> None:
     assert ferritin.status == "met"  # >100000 is certainly >= 500
 
 
+@pytest.mark.parametrize("odd", [["<"], {"code": "<"}, 7, "ad"], ids=["array", "object", "number", "ad"])
+def test_a_comparator_fhir_does_not_define_reads_as_a_plain_value(odd: Any) -> None:
+    """Only <, <=, > and >= censor a value; anything else in `comparator` (an R5 code, a number, an array or
+    object, which cannot be looked up) leaves the value as reported."""
+    resource = lab("ferritin", 900, "ng/mL")
+    resource["valueQuantity"]["comparator"] = odd
+    value = normalized(resource).labs["ferritin"][0]
+    assert (value.value, value.comparator) == (900, None)
+
+
 def test_reference_range_used_else_fallback_reported() -> None:
     result = normalized(lab("ferritin", 700, "ng/mL", high=400), lab("ldh", 300, "U/L"))
     assert result.labs["ferritin"][0].high == 400

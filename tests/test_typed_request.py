@@ -368,8 +368,9 @@ def test_shared_lookups_keep_bytes_not_views_of_the_request() -> None:
     normalizer = ObservationNormalizer(load_knowledge())
     labs = normalizer.normalize([document["prefetch"]["observations"]])
     assert labs["ferritin"][0].high == 400
-    lookups: tuple[Any, ...] = (normalizer._concepts, *(r.ranges for r in normalizer._recipes.values()))
-    keys = [key for table in lookups for key in table]
+    lookups = normalizer._lookups
+    tables: tuple[Any, ...] = (lookups.concepts, *(r.ranges for r in lookups.recipes.values()))
+    keys = [key for table in tables for key in table]
     assert keys and all(type(key) is bytes for key in keys)
 
 

@@ -68,10 +68,13 @@ def _meaning(kb: Knowledge, concept: Any) -> tuple[str, str] | None:
     for coding in items:
         if type(coding) is not dict:
             continue
-        key = (coding.get("system"), coding.get("code"))
+        system, code = coding.get("system"), coding.get("code")
+        if type(system) is not str or type(code) is not str:
+            continue  # not a coding (the normalizer reports malformed codes)
+        key = (system, code)
         if key in devices:
             return "device", ""
-        kind = documented.get(key)  # type: ignore[arg-type]  # codes from JSON: a non-string key is absent
+        kind = documented.get(key)
         if kind is not None:
             return "documented", kind
     return None
