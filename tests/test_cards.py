@@ -6,6 +6,7 @@ and the CDS Hooks reference (1.7-1.10), not from the renderer's own output.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import json
@@ -27,6 +28,7 @@ from cds_service.cards import (
 from cds_service.datafiles import PROJECT_ROOT
 from cds_service.engine import EvaluationResult, evaluate
 from cds_service.engine.instruments.registry import IEC_HS
+from cds_service.engine.model import Gap
 from tests.engine_helpers import CONTENT, KB
 from tests.fhir_builders import RXNORM, bundle, car_t, crs, day, medication, obs, patient
 
@@ -195,6 +197,39 @@ def test_possible_is_a_quiet_info_card_naming_the_gap_and_the_deciding_lab() -> 
     assert created(card, "MedicationRequest") == []  # no drug drafts before IEC-HS is met
     codes = {r["code"]["coding"][0]["code"] for r in created(card, "ServiceRequest")}
     assert {"3255-7", "1920-8"} <= codes  # fibrinogen, AST: what would decide it
+
+
+def _with_gaps(result: EvaluationResult, *gaps: Gap) -> EvaluationResult:
+    iec = IEC_HS.result(result.instruments)
+    return dataclasses.replace(
+        result, instruments=result.instruments.replace(IEC_HS.id, dataclasses.replace(iec, gaps=gaps))
+    )
+
+
+def test_the_card_keys_on_the_gap_code_not_on_the_engines_words() -> None:
+    result = result_of(possible())
+    before = render_patient_view(result, context(), content=CONTENT, knowledge=KB)[0]
+    reworded = tuple(
+        dataclasses.replace(g, text="engine wording changed") for g in IEC_HS.result(result.instruments).gaps
+    )
+    after = render_patient_view(_with_gaps(result, *reworded), context(), content=CONTENT, knowledge=KB)[0]
+    assert after["summary"] == before["summary"] and after["detail"] == before["detail"]
+    assert "engine wording changed" not in after["summary"] + after["detail"]
+
+
+@pytest.mark.parametrize("code", sorted(CONTENT.gap_words))
+def test_every_engine_gap_code_reads_as_words_in_the_summary_and_detail(code: str) -> None:
+    gap = Gap(code=code, text="(engine text)", analytes=("fibrinogen", "ast"))
+    card = render_patient_view(
+        _with_gaps(result_of(possible()), gap), context(), content=CONTENT, knowledge=KB
+    )[0]
+    words = CONTENT.gap_words[code]
+    summary_words = words.summary.replace("{analytes}", "fibrinogen or AST").replace("{days}", "7")
+    assert f"({summary_words})" in card["summary"]
+    unseen = plain(card["detail"]).split("**What the service could not see**\n")[1].split("\n\n")[0]
+    detail_words = words.detail.replace("{analytes}", "fibrinogen or AST").replace("{days}", "7")
+    assert f"- {detail_words}" in unseen.splitlines()
+    assert "{" not in card["summary"] + card["detail"] and code not in card["summary"]
 
 
 def test_long_after_infusion_without_a_signal_there_is_no_card_and_no_lab_drafts() -> None:

@@ -6,6 +6,7 @@ Table 4), not from the renderer's output.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,17 @@ def _option(data: dict[str, Any], option_id: str) -> dict[str, Any]:
         ("templates.yaml", lambda d: d["repeat_alerts"].update(hours=-1), "repeat_alerts.hours"),
         ("templates.yaml", lambda d: d["citation_short"].update(nobody2099="x"), "citation_short"),
         ("templates.yaml", lambda d: d["prefetch_gaps"].pop("conditions"), "prefetch_gaps"),
+        ("templates.yaml", lambda d: d["gap_words"].pop("crs-active"), "gap_words"),
+        (
+            "templates.yaml",
+            lambda d: d["gap_words"].update({"no CRS": {"summary": "x", "detail": "y"}}),
+            "gap_words",
+        ),
+        (
+            "templates.yaml",
+            lambda d: d["gap_words"]["no-ferritin"].update(summary="no ferritin in {weeks} weeks"),
+            "gap_words.no-ferritin.summary",
+        ),
     ],
 )
 def test_malformed_content_fails_fast_naming_file_and_field(
@@ -160,3 +172,15 @@ def test_the_shipped_content_loads_with_its_project_definitions() -> None:
         content.risk_window_days == 100 and content.repeat_hours == 24 and content.next_line_after_hours == 48
     )
     assert {c.status for c in content.rxnorm.values()} <= {"V", "S", "R", "D"}
+
+
+def test_card_gap_words_key_on_exactly_the_engines_gap_codes() -> None:
+    """The cards key on the engine's stable gap codes, never on its text: every code the engine can name
+    (its words in criteria/iec_hs.yaml, its enum in the published evaluation schema) has card words."""
+    content = load_card_content(KB)
+    fragment = PROJECT_ROOT / "cds_service" / "schemas" / "instruments" / "iecHs.schema.json"
+    schema = json.loads(fragment.read_text(encoding="utf-8"))
+    published = set(schema["properties"]["gaps"]["items"]["properties"]["code"]["enum"])
+    assert set(content.gap_words) == set(KB.criteria["iec_hs"]["gaps"]) == published
+    for code, words in content.gap_words.items():
+        assert words.summary and words.detail, code

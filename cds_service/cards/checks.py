@@ -54,8 +54,7 @@ def check_templates(path: Path, doc: dict[str, Any], kb: Knowledge, medications:
     missing = sorted(vocab.PREFETCH_KEYS - set(doc["prefetch_gaps"]))
     if missing:
         raise _fail(path, "$.prefetch_gaps", f"missing: {', '.join(missing)}")
-    for key, text in doc["gap_words"].items():
-        _placeholders(path, f"$.gap_words.{key}", text, vocab.GAP_WORD_PLACEHOLDERS)
+    _check_gap_words(path, doc["gap_words"], kb)
     _check_labs(path, doc["orderable_labs"], kb)
     _check_keys(path, "$.labels", doc["labels"], vocab.LABELS)
     statements = {k: v["text"] for k, v in doc["statements"].items()}
@@ -64,6 +63,19 @@ def check_templates(path: Path, doc: dict[str, Any], kb: Knowledge, medications:
         _known(path, f"$.statements.{key}.citations", statement["citations"], kb.citations, "citation id")
     for card, spec in vocab.CARD_KEYS.items():
         _check_card(path, card, doc["cards"][card], spec)
+
+
+def _check_gap_words(path: Path, words: dict[str, Any], kb: Knowledge) -> None:
+    """Exactly the engine's gap codes (mappings/criteria/iec_hs.yaml `gaps`): a code the engine can name
+    without card words would reach a person as a bare code; words for an unknown code are dead text."""
+    codes = set(kb.criteria["iec_hs"]["gaps"])
+    _known(path, "$.gap_words", words, codes, "IEC-HS gap code")
+    missing = sorted(codes - set(words))
+    if missing:
+        raise _fail(path, "$.gap_words", f"no words for the engine's gap codes: {', '.join(missing)}")
+    for code, entry in words.items():
+        for part in ("summary", "detail"):
+            _placeholders(path, f"$.gap_words.{code}.{part}", entry[part], vocab.GAP_WORD_PLACEHOLDERS)
 
 
 def _check_labs(path: Path, labs: dict[str, Any], kb: Knowledge) -> None:

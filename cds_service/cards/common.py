@@ -14,7 +14,7 @@ from cds_service.cards.markdown import Citer, md
 from cds_service.cards.templating import fill
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import Knowledge
-from cds_service.engine.model import EvaluationResult
+from cds_service.engine.model import EvaluationResult, Gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +62,14 @@ class Env:
     def text(self, raw: str) -> str:
         """Engine text with units and numbers for people (not yet escaped)."""
         return people.text(raw, self.content.display_units)
+
+    def gap(self, result: EvaluationResult, gap: Gap, part: str) -> str:
+        """The card's words for an engine gap, keyed on its code (`part`: summary | detail); not escaped."""
+        words = self.content.gap_words[gap.code]
+        days = max(1, round((result.at - result.window_start).total_seconds() / 86400))
+        analytes = " or ".join(people.in_sentence(self.kb.display(a)) for a in gap.analytes)
+        text = words.summary if part == "summary" else words.detail
+        return fill(text, {"days": str(days), "analytes": analytes})
 
     def quantity(self, value: float, unit: str) -> str:
         return people.quantity(value, unit, self.content.display_units)

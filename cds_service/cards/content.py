@@ -99,6 +99,14 @@ class CardTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class GapWords:
+    """The card's words for one of the engine's IEC-HS gap codes."""
+
+    summary: str  # the decisive gap in the summary line
+    detail: str  # a line under "What the service could not see"
+
+
+@dataclass(frozen=True, slots=True)
 class RxCode:
     code: str
     status: str  # V / S / R / D (mappings/medications.yaml)
@@ -126,7 +134,7 @@ class CardContent:
     lab_category: Mapping[str, str]
     medication_category: Mapping[str, str]
     routes: Mapping[str, Mapping[str, str]]
-    gap_words: Mapping[str, str]
+    gap_words: Mapping[str, GapWords]  # engine gap code -> words (every code the engine can name)
     labels: Mapping[str, str]
     statements: Mapping[str, Statement]
     cards: Mapping[str, CardTemplate]
@@ -232,7 +240,7 @@ def build_content(directory: Path, kb: Knowledge) -> CardContent:
         lab_category=_frozen(doc["lab_category"]),
         medication_category=_frozen(doc["medication_category"]),
         routes=_frozen({k: _frozen(v) for k, v in doc["routes"].items()}),
-        gap_words=_frozen(doc["gap_words"]),
+        gap_words=_frozen({k: GapWords(v["summary"], v["detail"]) for k, v in doc["gap_words"].items()}),
         labels=_frozen(doc["labels"]),
         statements=_frozen(
             {k: Statement(v["text"], tuple(v["citations"])) for k, v in doc["statements"].items()}

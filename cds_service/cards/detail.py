@@ -140,10 +140,11 @@ def next_lines(env: Env, result: EvaluationResult, step: Step, body: Body) -> li
     return lines
 
 
-def unseen(env: Env, result: EvaluationResult, ctx: CardContext, *, skip: str = "") -> list[str]:
-    """At most three: the service's data gaps, then what keeps the IEC-HS status from being decided."""
+def unseen(env: Env, result: EvaluationResult, ctx: CardContext) -> list[str]:
+    """At most three: the service's data gaps, then what keeps the IEC-HS status from being decided (the
+    engine's gaps by code, in the card's words)."""
     items = [md(env.label("gap_key", what=env.content.prefetch_gaps.get(key, key))) for key in ctx.data_gaps]
-    items += [md(gap) for gap in IEC_HS.result(result.instruments).gaps if gap != skip]
+    items += [md(env.gap(result, gap, "detail")) for gap in IEC_HS.result(result.instruments).gaps]
     return items[:MAX_GAPS]
 
 

@@ -199,7 +199,7 @@ def iec_card(
         "timing": timing(env, result),
         "status": iec.status,
     }
-    values["gap"] = iec.gaps[0] if iec.gaps else iec.status
+    values["gap"] = env.gap(result, iec.gaps[0], "summary") if iec.gaps else iec.status
     key = "running" if already else {"met": "met", "possible": "possible"}.get(iec.status, "other")
     body = body_of(result)
     sections = [

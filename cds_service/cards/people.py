@@ -37,6 +37,15 @@ def text(raw: str, units: Mapping[str, str]) -> str:
     return _NUMBER.sub(lambda m: f"{int(m.group(1)):,}", out).strip()
 
 
+def in_sentence(name: str) -> str:
+    """An analyte's display name inside a sentence: 'Fibrinogen' -> 'fibrinogen'; 'AST', 'aPTT', 'D-dimer',
+    'IL-6' keep their capitals."""
+    word = name.split(" ")[0]
+    if len(word) < 2 or not word[0].isupper() or word[1] == "-" or any(c.isupper() for c in word[1:]):
+        return name
+    return name[0].lower() + name[1:]
+
+
 def day_time(when: datetime, infusion: datetime | None) -> str:
     """'day +13 18:11' relative to the infusion's calendar day; the date when the infusion is unknown."""
     if infusion is None:

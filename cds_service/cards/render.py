@@ -40,8 +40,7 @@ def decisive_gap(env: Env, result: EvaluationResult, ctx: CardContext) -> str:
     """The engine's most decisive gap in the card's words, else the first data gap, else ''."""
     gaps = IEC_HS.result(result.instruments).gaps
     if gaps:
-        days = str(max(1, round((result.at - result.window_start).total_seconds() / 86400)))
-        return fill(env.content.gap_words.get(gaps[0], gaps[0]), {"days": days})
+        return env.gap(result, gaps[0], "summary")
     if ctx.data_gaps:
         key = ctx.data_gaps[0]
         return env.label("gap_key", what=env.content.prefetch_gaps.get(key, key).split(" (")[0])

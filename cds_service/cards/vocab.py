@@ -70,5 +70,5 @@ LABELS: dict[str, frozenset[str]] = {
 SUMMARY_PLACEHOLDERS = frozenset({"grade", "timing", "gap", "ferritin", "drug", "status"})
 SUGGESTION_PLACEHOLDERS = frozenset({"agent", "line", "labs", "drug", "dose"})
 URL_PLACEHOLDERS = frozenset({"base_url"})
-GAP_WORD_PLACEHOLDERS = frozenset({"days"})
+GAP_WORD_PLACEHOLDERS = frozenset({"days", "analytes"})
 PREFETCH_KEYS = frozenset({"conditions", "procedures", "medicationAdministrations", "medicationRequests"})
