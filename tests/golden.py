@@ -1,13 +1,15 @@
-"""Whole-response golden files: every fixture scenario x every hook, the full CDS response with uuids and
-instants normalised, checked in under fixtures/golden/.
+"""Whole-response golden files: every fixture scenario (fixtures/scenarios/ and the raw-only twins in
+fixtures/scenarios-raw/, found by glob) x every hook, the full CDS response with uuids and instants
+normalised, checked in under fixtures/golden/.
 
 Regenerate (after a deliberate change of wording, order or suggestions; review the diff):
 
     .venv/bin/python -m tests.golden
 
 Order hooks carry one draft of each kind the preview offers first for its role: tocilizumab (IL-6 directed,
-the warning) and anakinra (IEC-HS directed, the info card). Every `fixtures/scenarios/*.expected.json`
-with its Bundle is covered; new scenarios only need a regeneration.
+the warning) and anakinra (IEC-HS directed, the info card). Every `*.expected.json` with its Bundle in
+either scenario directory is covered; a scenario the generator adds (or a new raw twin) only needs a
+regeneration.
 """
 
 from __future__ import annotations
@@ -22,13 +24,33 @@ from typing import Any
 
 from cds_service import create_app
 from cds_service.preview.builder import build_hook_request, bundle_resources, draft_drugs, service_for_hook
-from cds_service.preview.scenarios import Scenario, list_scenarios
+from cds_service.preview.scenarios import SCENARIOS_DIR, Scenario, list_scenarios
 from cds_service.web.state import get_state
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
+SCENARIO_DIRS = (SCENARIOS_DIR, SCENARIOS_DIR.parent / "scenarios-raw")
 CASES = (("patient-view", None), ("order-select", "tocilizumab"), ("order-sign", "anakinra"))
 _UUID = re.compile(r"^uuid-\d+$")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
+def golden_scenarios() -> tuple[Scenario, ...]:
+    """Every scenario with an expected file and a Bundle in fixtures/scenarios/ and scenarios-raw/."""
+    return tuple(s for directory in SCENARIO_DIRS for s in list_scenarios(directory))
+
+
+def scenario_bundles() -> set[Path]:
+    """Every Bundle file present in the scenario directories (an expected file is not a Bundle)."""
+    return {
+        path
+        for directory in SCENARIO_DIRS
+        for path in directory.glob("*.json")
+        if not path.name.endswith(".expected.json")
+    }
+
+
+def case_names() -> list[str]:
+    return sorted(case_name(s, hook, drug) for s in golden_scenarios() for hook, drug in CASES)
 
 
 def case_name(scenario: Scenario, hook: str, drug: str | None) -> str:
@@ -61,7 +83,7 @@ def responses() -> dict[str, dict[str, Any]]:
         state, client = get_state(app), app.test_client()
         drugs = {d.id: d for d in draft_drugs(state.knowledge)}
         out: dict[str, dict[str, Any]] = {}
-        for scenario in list_scenarios():
+        for scenario in golden_scenarios():
             resources = bundle_resources(scenario.bundle())
             for hook, drug in CASES:
                 service = service_for_hook(state.registry, hook)

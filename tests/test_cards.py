@@ -504,7 +504,7 @@ def test_tocilizumab_draft_while_anakinra_runs_does_not_propose_anakinra_again()
     card = cards[0]
     assert "anakinra already running" in card["summary"]
     assert [a["type"] for a in card["suggestions"][0]["actions"]] == ["delete"]
-    assert "Already running: Anakinra: first dose day +12 18:00" in plain(card["detail"])
+    assert "Already running: Anakinra: one dose day +12 18:00." in plain(card["detail"])
 
 
 def test_no_tocilizumab_warning_with_active_crs() -> None:

@@ -1,32 +1,46 @@
 """Whole-response golden tests (issue 17, item 10): a change of wording, order or suggestions is a diff.
 
-Regenerate with `.venv/bin/python -m tests.golden` (fixtures/README.md) and review the diff.
+Every scenario of fixtures/scenarios/ and fixtures/scenarios-raw/ (found by glob) x every hook. Regenerate
+with `.venv/bin/python -m tests.golden` (fixtures/README.md) and review the diff.
 """
 
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 import pytest
 
-from cds_service.preview.scenarios import list_scenarios
-from tests.golden import CASES, GOLDEN_DIR, case_name, dump, responses
+from tests.golden import GOLDEN_DIR, case_names, dump, golden_scenarios, responses, scenario_bundles
 
-RESPONSES = responses()
-
-
-def test_every_scenario_and_hook_has_a_golden_response_and_nothing_else() -> None:
-    expected = {case_name(s, hook, drug) for s in list_scenarios() for hook, drug in CASES}
-    assert set(RESPONSES) == expected
-    stored = {path.stem for path in GOLDEN_DIR.glob("*.json")}
-    assert stored == expected, "regenerate: .venv/bin/python -m tests.golden"
+NAMES = case_names()
 
 
-@pytest.mark.parametrize("name", sorted(RESPONSES))
-def test_response_matches_its_golden_file(name: str) -> None:
+@pytest.fixture(scope="module")
+def golden_responses() -> dict[str, dict[str, Any]]:
+    """Computed once per module by the real endpoint (a failure is a test failure, not a collection error)."""
+    return responses()
+
+
+def test_every_scenario_bundle_present_is_covered() -> None:
+    covered = {s.bundle_path for s in golden_scenarios()}
+    assert scenario_bundles() <= covered, "a scenario Bundle without an expected file: no golden response"
+    assert len(covered) >= 26  # 13 scenarios and their raw-only twins at the time of writing
+
+
+def test_every_scenario_and_hook_has_a_golden_response_and_nothing_else(
+    golden_responses: dict[str, dict[str, Any]],
+) -> None:
+    assert sorted(golden_responses) == NAMES
+    stored = sorted(path.stem for path in GOLDEN_DIR.glob("*.json"))
+    assert stored == NAMES, "regenerate: .venv/bin/python -m tests.golden"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_response_matches_its_golden_file(name: str, golden_responses: dict[str, dict[str, Any]]) -> None:
     path = GOLDEN_DIR / f"{name}.json"
     assert path.is_file(), f"no golden file {path.name}: run .venv/bin/python -m tests.golden"
-    want, got = path.read_text(encoding="utf-8"), dump(RESPONSES[name])
+    want, got = path.read_text(encoding="utf-8"), dump(golden_responses[name])
     if want != got:
         diff = "".join(
             difflib.unified_diff(want.splitlines(True), got.splitlines(True), "golden", "now", n=2)

@@ -63,6 +63,10 @@ class Env:
         """Engine text with units and numbers for people (not yet escaped)."""
         return people.text(raw, self.content.display_units)
 
+    def status(self, status: str) -> str:
+        """The IEC-HS status in words ("not met", never the code "not-met")."""
+        return self.label(f"status_{status}")
+
     def gap(self, result: EvaluationResult, gap: Gap, part: str) -> str:
         """The card's words for an engine gap, keyed on its code (`part`: summary | detail); not escaped."""
         words = self.content.gap_words[gap.code]

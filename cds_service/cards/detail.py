@@ -54,7 +54,7 @@ def _crs_line(env: Env, result: EvaluationResult) -> str:
 
 def happening(env: Env, result: EvaluationResult) -> list[str]:
     iec = IEC_HS.result(result.instruments)
-    status = f"IEC-HS {env.text(iec.summary)}" if iec.status != "met" else "IEC-HS criteria met"
+    status = env.text(iec.summary) if iec.status != "met" else "IEC-HS criteria met"
     if iec.grade is not None:
         status += f", {grade_phrase(env, result)}"
     head = f"**{md(status)}**, {md(timing(env, result, short=False))}; {_crs_line(env, result)}"
@@ -64,22 +64,28 @@ def happening(env: Env, result: EvaluationResult) -> list[str]:
     return [head, *(_finding(env, result, c) for c in chosen[:MAX_FINDINGS])]
 
 
+def sentence(text: str) -> str:
+    """Text from the data as a sentence start: its first letter capitalised."""
+    return text[:1].upper() + text[1:]
+
+
+def course_line(env: Env, result: EvaluationResult, course: Course, *, state: bool = True) -> str:
+    """'Anakinra: first dose day +12 08:00, last dose day +13 14:00, 6 given, running' (escaped)."""
+    first = when(env, result, course.first)
+    if course.last is None:
+        text = env.label("course_order", drug=course.name, first=first)
+    elif course.doses == 1:
+        text = env.label("course_single", drug=course.name, first=first)
+    else:
+        last = when(env, result, course.last)
+        text = env.label("course", drug=course.name, first=first, last=last, count=str(course.doses))
+    if state:
+        text += f", {env.label('running' if course.running else 'given')}"
+    return md(text)
+
+
 def therapy(env: Env, result: EvaluationResult, courses: tuple[Course, ...]) -> list[str]:
-    lines = []
-    for course in courses[-MAX_COURSES:]:
-        state = env.label("running" if course.running else "given")
-        if course.last is None:
-            text = env.label("course_order", drug=course.name, first=when(env, result, course.first))
-        else:
-            text = env.label(
-                "course",
-                drug=course.name,
-                first=when(env, result, course.first),
-                last=when(env, result, course.last),
-                count=str(course.doses),
-            )
-        lines.append(md(f"{text}, {state}"))
-    return lines
+    return [course_line(env, result, course) for course in courses[-MAX_COURSES:]]
 
 
 def option_line(env: Env, option: Option, result: EvaluationResult, body: Body) -> str:
@@ -91,7 +97,7 @@ def option_line(env: Env, option: Option, result: EvaluationResult, body: Body) 
         parts.append(text + (f" ({'; '.join(worked)})" if worked else ""))
         parts.extend(dose.notes)
     if option.condition:
-        parts.append(option.condition[0].upper() + option.condition[1:])
+        parts.append(sentence(option.condition))
     parts.extend(option.unverified)
     name = option.order_agent or option.agent
     return f"**{md(name)}** {env.cite(option.citations)}: " + md(

@@ -89,13 +89,14 @@ def il6_concern(result: EvaluationResult) -> bool:
 
 
 def _course_text(env: Env, result: EvaluationResult, course: Course) -> str:
-    return detail.therapy(env, result, (course,))[0]
+    return detail.course_line(env, result, course, state=False)
 
 
 def _status_line(env: Env, result: EvaluationResult) -> str:
     iec = IEC_HS.result(result.instruments)
     grade = f", {grade_phrase(env, result)}" if iec.grade is not None else ""
-    text = f"IEC-HS {iec.status}{grade}; {timing(env, result, short=False)}; {crs_word(env, result)}."
+    when = timing(env, result, short=False)
+    text = f"IEC-HS {env.status(iec.status)}{grade}; {when}; {crs_word(env, result)}."
     return f"{md(text)} {env.cite([iec.citation])}"
 
 
@@ -147,10 +148,10 @@ def il6_card(
     anakinra = running(given, REPLACEMENT)
     caveat = env.content.option("tocilizumab_caveat")
     happening = [
-        env.statement("tocilizumab_order", drug=drug, status=status, crs=crs_word(env, result)),
+        env.statement("tocilizumab_order", drug=drug, status=env.status(status), crs=crs_word(env, result)),
         _status_line(env, result),
     ]
-    evidence = [f"{md(caveat.condition or '')} {env.cite(caveat.citations)}"]
+    evidence = [f"{md(detail.sentence(caveat.condition or ''))} {env.cite(caveat.citations)}"]
     evidence += [f"{md(text)} {env.cite(caveat.citations)}" for text in caveat.statements[:2]]
     if anakinra is not None:
         nxt = [
@@ -172,7 +173,7 @@ def il6_card(
         detail.section(heads["evidence"], evidence),
         detail.section(heads["next"], nxt),
     ]
-    text = summary(template, key, {"drug": drug, "status": status})
+    text = summary(template, key, {"drug": drug, "status": env.status(status)})
     card = shell(env, ctx, template, text, "warning", detail.assemble(env, sections))
     replace = _replace_suggestion(
         env, result, drafts, ctx, keep_anakinra=anakinra is not None or anakinra_drafted
@@ -197,9 +198,9 @@ def iec_card(
         "drug": drug,
         "grade": grade_phrase(env, result),
         "timing": timing(env, result),
-        "status": iec.status,
+        "status": env.status(iec.status),
     }
-    values["gap"] = env.gap(result, iec.gaps[0], "summary") if iec.gaps else iec.status
+    values["gap"] = env.gap(result, iec.gaps[0], "summary") if iec.gaps else env.status(iec.status)
     key = "running" if already else {"met": "met", "possible": "possible"}.get(iec.status, "other")
     body = body_of(result)
     sections = [

@@ -25,6 +25,7 @@ from cds_service.cards.dosing import body_of
 from cds_service.cards.drafts import LabGap, create_action, deciding_labs, medication_request, suggestion
 from cds_service.cards.invariants import check_card
 from cds_service.cards.markdown import md
+from cds_service.cards.people import in_sentence
 from cds_service.cards.plan import Step, next_step
 from cds_service.cards.rules import Decision, decide, ferritin_signal
 from cds_service.cards.templating import fill
@@ -120,7 +121,7 @@ def _summary(env: Env, template: CardTemplate, result: EvaluationResult, ctx: Ca
         signal = ferritin_signal(result, env.kb)
         values["ferritin"] = env.quantity(signal.value, signal.unit) if signal else "?"
     if kind == "acknowledged":
-        values["status"] = IEC_HS.result(result.instruments).status
+        values["status"] = env.status(IEC_HS.result(result.instruments).status)
     return summary(template, kind, values)
 
 
@@ -161,10 +162,11 @@ def _detail(
     if step is not None:
         sections.append(detail.section(heads["next"], detail.next_lines(env, result, step, body)))
     elif kind in {"possible", "indeterminate"}:
-        what = "; ".join(env.label("lab_decides", lab=g.display) for g in labs) or decisive_gap(
-            env, result, ctx
-        )
-        sections.append(detail.section(heads["next"], [env.statement(kind, what=what)]))
+        lines = [env.statement(kind, what=decisive_gap(env, result, ctx))]
+        if labs:
+            names = ", ".join(in_sentence(g.display) for g in labs)
+            lines.append(md(env.label("lab_decides", lab=names)))
+        sections.append(detail.section(heads["next"], lines))
     sections.append(detail.section(heads["unseen"], detail.unseen(env, result, ctx)))
     return detail.assemble(env, sections)
 

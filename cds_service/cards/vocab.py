@@ -37,6 +37,10 @@ STATEMENTS: dict[str, frozenset[str]] = {
 
 # Labels (`labels` in templates.yaml) the renderer uses, with their placeholders.
 LABELS: dict[str, frozenset[str]] = {
+    **{
+        f"status_{key}": frozenset()
+        for key in ("met", "possible", "not-met", "indeterminate", "not-applicable")
+    },
     "grade": frozenset({"grade"}),
     "grade_minimum": frozenset({"grade"}),
     "grade_unknown": frozenset(),
@@ -49,6 +53,7 @@ LABELS: dict[str, frozenset[str]] = {
     "day": frozenset({"day", "time"}),
     "threshold": frozenset({"threshold"}),
     "course": frozenset({"drug", "first", "last", "count"}),
+    "course_single": frozenset({"drug", "first"}),
     "course_order": frozenset({"drug", "first"}),
     "running": frozenset(),
     "given": frozenset(),
