@@ -202,6 +202,12 @@ def test_a_crs_directed_drug_without_a_recorded_fever_leaves_crs_unknown() -> No
     assert result.crs_status == "unknown"
 
 
+def test_a_crs_directed_drug_after_the_onset_window_does_not_make_crs_unknown() -> None:
+    """Anakinra on day 75 (IEC-HS treatment) says nothing about CRS in days 0-14."""
+    result = run(*afebrile_days(0, 14), medication("1114877", "anakinra", day(75)), at=day(76))
+    assert result.crs_status == "none"
+
+
 # --- documented and coded, merged with the most recent evidence ------------------------------------------
 
 

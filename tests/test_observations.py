@@ -263,8 +263,31 @@ def test_values_after_an_explicit_instant_are_cut_at_the_exact_boundary() -> Non
     )
     used, issues = _used_and_issues(data, AT)
     assert used == ["before", "at"]
-    assert ("3 results", "dated after the evaluation instant: not used") in issues
+    assert ("3 results", "dated or released after the evaluation instant: not used") in issues
     assert not [problem for _, problem in issues if "future" in problem]
+
+
+@pytest.mark.parametrize("typed", [True, False], ids=["typed-path", "general-path"])
+def test_a_result_counts_from_its_release_not_its_collection(typed: bool) -> None:
+    """Drawn an hour before the instant, released a second after it: not on record yet. Released exactly at
+    the instant: used. The general path (a preliminary status) reads `issued` the same way."""
+
+    def drawn(rid: str, issued: datetime) -> dict[str, Any]:
+        resource = _ferritin_at(AT - timedelta(hours=1), rid)
+        resource["valueQuantity"]["value"] = 1000 + len(rid)  # not duplicates of each other
+        resource["issued"] = issued.isoformat().replace("+00:00", "Z")
+        if not typed:
+            resource["status"] = "preliminary"
+        return resource
+
+    data = bundle(
+        patient(), car_t(), drawn("released-at", AT), drawn("released-later", AT + timedelta(seconds=1))
+    )
+    used, issues = _used_and_issues(data, AT)
+    assert used == ["released-at"]
+    assert ("1 results", "dated or released after the evaluation instant: not used") in issues
+    used_later, _ = _used_and_issues(data, AT + timedelta(seconds=1))
+    assert sorted(used_later) == ["released-at", "released-later"]
 
 
 def test_values_dated_after_now_are_excluded_and_beyond_the_tolerance_reported() -> None:

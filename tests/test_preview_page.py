@@ -185,6 +185,7 @@ def test_errors_from_the_service_are_shown(page: Page, base_url: str) -> None:
 
 def test_rebased_scenario_is_evaluated_now(page: Page, base_url: str) -> None:
     page.goto(f"{base_url}/")
+    page.select_option("#scenario", "classic-iec-hs")
     page.check("#rebase")
     expect(page.locator("#instant")).to_be_disabled()
     page.click("#send")

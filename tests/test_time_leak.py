@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,11 @@ from cds_service.engine.serialize import to_jsonable
 from tests.engine_helpers import KB
 
 ROOT = Path(__file__).resolve().parents[1]
-COURSES = sorted((ROOT / "fixtures" / "population").glob("patient-*.json"))[::3] + sorted(
-    (ROOT / "fixtures" / "scenarios").glob("*.json")
+COURSES = (
+    sorted((ROOT / "fixtures" / "population").glob("patient-*.json"))[::3]
+    + sorted((ROOT / "fixtures" / "population-raw").glob("patient-*.json"))[1::3]
+    + sorted((ROOT / "fixtures" / "scenarios").glob("*.json"))
+    + sorted((ROOT / "fixtures" / "scenarios-raw").glob("*.json"))
 )
 COURSES = [p for p in COURSES if not p.name.endswith(".expected.json")]
 
@@ -107,7 +111,7 @@ def clinical(result: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("path", COURSES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", COURSES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(offset=st.floats(min_value=0.5, max_value=30.0))
 def test_the_full_record_at_t_equals_the_record_as_it_was_at_t(path: Path, offset: float) -> None:
@@ -117,7 +121,9 @@ def test_the_full_record_at_t_equals_the_record_as_it_was_at_t(path: Path, offse
         return
     at = record.infusions[0].time + timedelta(days=offset)
     full = evaluate_at(record, at)
-    then = evaluate_at(read_record(as_of(bundle, at), knowledge=KB), at)
+    # The same queries were answered then, some with nothing yet: the kinds of data asked for are the same.
+    past = replace(read_record(as_of(bundle, at), knowledge=KB), supplied_types=record.supplied_types)
+    then = evaluate_at(past, at)
     assert clinical(full) == clinical(then)
 
 

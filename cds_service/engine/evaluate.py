@@ -39,18 +39,29 @@ MISSING_REASONS: dict[str, MissingReason] = {"": "no-value", "baseline": "no-bas
 
 def _drop_future(
     labs: dict[str, list[LabValue]],
+    lags: dict[str, timedelta],
     at: datetime,
     explicit_at: bool,
     tolerance: timedelta,
     issues: list[DataIssue],
 ) -> dict[str, list[LabValue]]:
-    """Only data at or before `at` is used; data after `now` (+ tolerance) is a data-quality problem.
-    Each series is sorted by time, so the cuts are found by bisection."""
+    """Only data that existed at `at` is used: taken at or before `at` and, where the result says when it
+    was released (issued), released by then. Data after `now` (+ tolerance) is a data-quality problem.
+    Each series is sorted by time, so the cuts are found by bisection; only values taken within the
+    series' longest release delay (`lags`) before `at` can still be unreleased, and only those are checked."""
     kept: dict[str, list[LabValue]] = {}
     later = 0
     for analyte, series in labs.items():
         cut = bisect_right(series, at, key=_TIME)
-        kept[analyte] = series if cut == len(series) else series[:cut]
+        mine = series if cut == len(series) else series[:cut]
+        lag = lags.get(analyte)
+        if lag is not None:
+            start = bisect_right(mine, at - lag, key=_TIME)
+            pending = [v for v in mine[start:] if v.issued is not None and v.issued > at]
+            if pending:
+                mine = mine[:start] + [v for v in mine[start:] if v.issued is None or v.issued <= at]
+                later += len(pending)
+        kept[analyte] = mine
         later += len(series) - cut
         if not explicit_at and cut < len(series):
             issues.extend(
@@ -59,7 +70,11 @@ def _drop_future(
             )
     if explicit_at and later:
         issues.append(
-            DataIssue(f"{later} results", "dated after the evaluation instant: not used", severity="flagged")
+            DataIssue(
+                f"{later} results",
+                "dated or released after the evaluation instant: not used",
+                severity="flagged",
+            )
         )
     return kept
 
@@ -101,7 +116,12 @@ def evaluate_at(record: Record, at: datetime | None = None) -> EvaluationResult:
     at = (at or datetime.now(UTC)).astimezone(UTC)
     issues = list(record.issues)
     labs = _drop_future(
-        record.labs, at, explicit_at, timedelta(minutes=config.future_tolerance_minutes), issues
+        record.labs,
+        record.release_lags,
+        at,
+        explicit_at,
+        timedelta(minutes=config.future_tolerance_minutes),
+        issues,
     )
     drugs = [d for d in record.drugs if d.time <= at]
     procedures = [p for p in record.procedures if p.time <= at]
@@ -109,8 +129,10 @@ def evaluate_at(record: Record, at: datetime | None = None) -> EvaluationResult:
     patient = patient_at(record.patients, labs, at)
     infused = tuple(i.time for i in record.infusions if i.time <= at)
     rows = Rows(
-        devices=[r for r in record.rows.devices if r.time <= at],
-        documented=[r for r in record.rows.documented if r.time <= at],
+        devices=[r for r in record.rows.devices if r.time <= at and (r.issued is None or r.issued <= at)],
+        documented=[
+            r for r in record.rows.documented if r.time <= at and (r.issued is None or r.issued <= at)
+        ],
     )
     course = crs_course(
         CrsInputs(

@@ -42,8 +42,11 @@ class LabValue(msgspec.Struct, gc=False, kw_only=True):
     preliminary: bool = False
     fasting: bool = False
     scale: float = 1.0  # canonical units per reported unit (not serialized: see NOT_SERIALIZED)
+    # When the result was released (Observation.issued), kept only when later than `time`: until then
+    # the value did not exist for anyone looking at the record (an evaluation at an earlier instant).
+    issued: datetime | None = None
 
-    NOT_SERIALIZED: ClassVar[frozenset[str]] = frozenset({"scale"})
+    NOT_SERIALIZED: ClassVar[frozenset[str]] = frozenset({"scale", "issued"})
 
     @property
     def increment(self) -> float:

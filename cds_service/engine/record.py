@@ -8,7 +8,7 @@ instant (`evaluate_at`), which is cheap. A course (many instants) therefore cost
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cds_service.engine.conditions import ConditionRecord, read_conditions
@@ -38,6 +38,8 @@ class Record:
     patients: list[dict[str, Any]]
     supplied_types: frozenset[str]
     data_times: list[datetime] = field(default_factory=list)  # when anything new was recorded (sorted)
+    # analyte -> the longest delay between a value's time and its release (issued), where any is later
+    release_lags: dict[str, timedelta] = field(default_factory=dict)
 
 
 def read_record(data: Any, *, knowledge: Knowledge, config: EngineConfig | None = None) -> Record:
@@ -70,7 +72,17 @@ def read_record(data: Any, *, knowledge: Knowledge, config: EngineConfig | None 
         patients=list(resources.by_type.get("Patient", [])),
         supplied_types=frozenset(t for t, items in resources.by_type.items() if items),
         data_times=_data_times(labs, drugs, procedures, conditions, rows),
+        release_lags=_release_lags(labs),
     )
+
+
+def _release_lags(labs: dict[str, list[LabValue]]) -> dict[str, timedelta]:
+    lags: dict[str, timedelta] = {}
+    for analyte, series in labs.items():
+        delays = [lab.issued - lab.time for lab in series if lab.issued is not None]
+        if delays:
+            lags[analyte] = max(delays)
+    return lags
 
 
 def _data_times(
@@ -82,9 +94,9 @@ def _data_times(
 ) -> list[datetime]:
     """Every instant at which the record changed (a value, a drug, a procedure start or end, a Condition
     onset or abatement, a flowsheet row): where a replay must look."""
-    times = {lab.time for series in labs.values() for lab in series}
+    times = {lab.issued or lab.time for series in labs.values() for lab in series}
     times |= {d.time for d in drugs} | {d.end for d in drugs if d.end is not None}
     times |= {p.time for p in procedures} | {p.end for p in procedures if p.end is not None}
     times |= {t for c in conditions for t in (c.onset, c.abatement, c.recorded) if t is not None}
-    times |= {r.time for r in rows.devices} | {r.time for r in rows.documented}
+    times |= {r.issued or r.time for r in rows.devices} | {r.issued or r.time for r in rows.documented}
     return sorted(times)

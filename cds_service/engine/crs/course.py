@@ -125,13 +125,14 @@ def _none_or_unknown(inputs: CrsInputs) -> tuple[CrsStatus, str]:
     roles = frozenset(course["fever_not_required_after_roles"]) - {"antipyretic"}
     classes = frozenset(course["fever_not_required_after_classes"])
     first = inputs.infusions[0]
+    through = min(inputs.at, first + timedelta(days=float(course["none_known_through_day"])))
+    # Only in the CRS onset window: anakinra or a vasopressor months later (IEC-HS, sepsis) is not CRS.
     if any(
         d.role == "vasopressor" or d.role in roles or d.drug_class in classes
         for d in inputs.drugs
-        if d.time >= first
+        if first <= d.time <= through
     ):
         return "unknown", "vasopressor or CRS-directed drug given, no CRS record"
-    through = min(inputs.at, first + timedelta(days=float(course["none_known_through_day"])))
     needed = (through.date() - first.date()).days + 1
     days = {
         lab.time.date()

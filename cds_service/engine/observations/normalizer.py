@@ -19,7 +19,7 @@ from cds_service.engine.model import DataIssue, LabValue
 from cds_service.engine.observations.duplicates import TIME, Duplicates, may_repeat
 from cds_service.engine.observations.lookups import lookups_for
 from cds_service.engine.observations.panels import mapped_components, typed_panel
-from cds_service.engine.observations.values import ValueReader
+from cds_service.engine.observations.values import Admitted, ValueReader
 from cds_service.engine.typed import TypedObservation, as_dict
 
 EXCLUDED_STATUSES = frozenset({"entered-in-error", "cancelled"})
@@ -102,15 +102,22 @@ class ObservationNormalizer:
                 if time.tzinfo is None:
                     time = time.replace(tzinfo=UTC)
                 times[effective] = time
+            issued_text, issued = observation.issued, None
+            if type(issued_text) is str:
+                issued = times.get(issued_text)
+                if issued is None:
+                    issued = parse_datetime(issued_text)  # lenient: an unreadable issued is unknown
+                    if issued is not None:
+                        times[issued_text] = issued
             key = f"Observation/{rid}"
             if observation.component:
-                if not typed_panel(lookups, reader, observation, code, key, time, found):
+                if not typed_panel(lookups, reader, observation, code, key, time, issued, found):
                     one(observation, found)
                 continue
             # Lookups.concept, with its cache lookup inline (the hot path)
             loinc = (concepts.get(bytes(code)) or concept_of(code)).first_loinc
             quantity, ranges = observation.valueQuantity, observation.referenceRange
-            lab = None if loinc is None else value_of(key, loinc, quantity, ranges, time)
+            lab = None if loinc is None else value_of(key, loinc, quantity, ranges, time, issued)
             if lab is None:
                 one(observation, found)
             else:
@@ -131,20 +138,19 @@ class ObservationNormalizer:
         admitted = self._admit(resource, key)
         if admitted is None:
             return
-        time, preliminary = admitted
         read = self._values.general
         if mapped is not None:
-            lab = read(key, "", resource, mapped, time, preliminary)
+            lab = read(key, "", resource, mapped, admitted)
             if lab is not None:
                 found.append(lab)
         for index, component, hit in parts:
             path = f"component[{index}]."
-            lab = read(f"{key}#{path[:-1]}", path, component, hit, time, preliminary)
+            lab = read(f"{key}#{path[:-1]}", path, component, hit, admitted)
             if lab is not None:
                 found.append(lab)
 
-    def _admit(self, resource: dict[str, Any], key: str) -> tuple[datetime, bool] | None:
-        """(time, preliminary) of a mapped Observation; None, with the issue reported, when its status
+    def _admit(self, resource: dict[str, Any], key: str) -> Admitted | None:
+        """(time, preliminary, issued) of a mapped Observation; None, with the issue reported, when its status
         excludes it or it has no usable time."""
         status = resource.get("status")
         if status is not None and type(status) is not str:  # a list or object is not a code (unhashable)
@@ -165,4 +171,5 @@ class ObservationNormalizer:
         preliminary = status in FLAGGED_STATUSES
         if preliminary:
             self.issues.append(DataIssue(key, f"status '{status}': used but flagged", severity="flagged"))
-        return time, preliminary
+        issued = resource.get("issued")
+        return Admitted(time, preliminary, parse_datetime(issued) if type(issued) is str else None)

@@ -22,6 +22,7 @@ def typed_panel(
     code: Raw,
     key: str,
     time: datetime,
+    issued: datetime | None,
     found: list[LabValue],
 ) -> bool:
     """Append a typed panel's values to `found`; False (nothing appended) when the general path must
@@ -46,6 +47,7 @@ def typed_panel(
             component.valueQuantity,
             component.referenceRange,
             time,
+            issued,
         )
         if lab is None or lab.analyte != mapped[0]:
             return False

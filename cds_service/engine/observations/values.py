@@ -9,7 +9,7 @@ same builder (ValueReader.build), which also rejects implausible values.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from msgspec import UNSET, Raw, UnsetType
 
@@ -22,6 +22,15 @@ from cds_service.engine.observations.quantity import UCUM_OR_UNSET, comparator_o
 from cds_service.engine.observations.ranges import RangeResult
 from cds_service.engine.typed import Quantity
 from cds_service.engine.units import UnitError
+
+
+class Admitted(NamedTuple):
+    """What the general path knows of an admitted Observation before reading its values."""
+
+    time: datetime  # effective
+    preliminary: bool
+    issued: datetime | None  # released (Observation.issued), when known
+
 
 _UNSEEN: Any = object()  # a cache miss, where None is a cached answer
 
@@ -47,6 +56,7 @@ class ValueReader:
         time: datetime,
         bounds: RangeResult,
         preliminary: bool,
+        issued: datetime | None,
     ) -> LabValue:
         """The one place a LabValue is made, from a finite, plausible value (an analyte whose limits came
         from the fallback table is recorded: the result lists them)."""
@@ -69,6 +79,7 @@ class ValueReader:
             preliminary=preliminary,
             fasting=recipe.fasting,
             scale=recipe.conversion.scale,
+            issued=issued if issued is not None and issued > time else None,
         )
 
     def typed(
@@ -78,6 +89,7 @@ class ValueReader:
         quantity: Quantity | UnsetType,
         ranges: Raw | UnsetType,
         time: datetime,
+        issued: datetime | None,
     ) -> LabValue | None:
         """The fast path (thousands per hook): a finite, plausible UCUM value of a known LOINC code in a
         convertible unit, with no range or one plain range. None hands the Observation to the general
@@ -104,10 +116,15 @@ class ValueReader:
                 bounds = self._lookups.typed_range(recipe, text)
             if bounds is None:
                 return None
-        return self.build(recipe, raw, comparator, key, time, bounds, False)
+        return self.build(recipe, raw, comparator, key, time, bounds, False, issued)
 
     def general(
-        self, key: str, path: str, holder: dict[str, Any], mapped: Mapped, time: datetime, preliminary: bool
+        self,
+        key: str,
+        path: str,
+        holder: dict[str, Any],
+        mapped: Mapped,
+        admitted: Admitted,
     ) -> LabValue | None:
         """The general path: the value of `holder` (an Observation or a component, at `path`), or None with
         the reason reported (none when the value is absent with a dataAbsentReason)."""
@@ -145,7 +162,8 @@ class ValueReader:
             self._issue(key, self._implausible(recipe, raw, comparator), f"{path}valueQuantity.value")
             return None
         bounds = self._lookups.general_range(recipe, holder.get("referenceRange"))
-        return self.build(recipe, raw, comparator, key, time, bounds, preliminary)
+        time, preliminary, issued = admitted
+        return self.build(recipe, raw, comparator, key, time, bounds, preliminary, issued)
 
     def _issue(self, key: str, problem: str, path: str) -> None:
         self._issues.append(DataIssue(key, problem, path=path))
