@@ -53,11 +53,7 @@ def run_hook(
     request: HookRequest, service: ServiceDefinition, env: HookEnvironment, timer: Timer
 ) -> tuple[dict[str, Any], ResolvedPrefetch]:
     """Answer one hook call: the CDS response body and how its prefetch was resolved."""
-    with timer("prefetch"):
-        resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
-    with timer("evaluate"):
-        # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
-        result = evaluate(resolved.data, knowledge=env.knowledge, at=env.at)
+    result, resolved = evaluate_request(request, service, env, timer)
     with timer("render"):
         cards = render_cards(request, result, resolved.gaps, env)
     response: dict[str, Any] = {"cards": cards}
@@ -65,6 +61,19 @@ def run_hook(
         with timer("check"):
             check_response(response)
     return response, resolved
+
+
+def evaluate_request(
+    request: HookRequest, service: ServiceDefinition, env: HookEnvironment, timer: Timer
+) -> tuple[EvaluationResult, ResolvedPrefetch]:
+    """Resolve the prefetch and evaluate: the evaluation behind the cards (and the preview's evidence view,
+    which shows it in full)."""
+    with timer("prefetch"):
+        resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
+    with timer("evaluate"):
+        # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
+        result = evaluate(resolved.data, knowledge=env.knowledge, at=env.at)
+    return result, resolved
 
 
 def render_cards(
