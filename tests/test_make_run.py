@@ -34,6 +34,8 @@ from cds_service.hooks.feedback import FeedbackStore
 from tests.plugins.fhir_stack import free_port
 
 BUDGET_S = 170
+# make stack's launch URL for classic-iec-hs (its appContext JSON ends the line, URL-encoded).
+LAUNCH_LINE = re.compile(r"^  classic-iec-hs +(http\S+%7D)$", re.MULTILINE)
 
 
 @dataclass
@@ -180,7 +182,7 @@ def test_the_cards_dashboard_link_opens_the_evidence_view_out_of_the_box(
 @contextmanager
 def make_stack(port: int, auth_port: int, fhir_port: int, log_path: Path) -> Iterator[str]:
     """`make stack PORT=.. FHIR_PORT=.. AUTH_PORT=..` in this checkout until the block ends; yields its output
-    once it has printed the launch URLs."""
+    once it has printed the launch URLs (then it stops, with its whole process group)."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["make", "stack", f"PORT={port}", f"FHIR_PORT={fhir_port}", f"AUTH_PORT={auth_port}"],
@@ -194,7 +196,7 @@ def make_stack(port: int, auth_port: int, fhir_port: int, log_path: Path) -> Ite
     try:
         deadline = time.monotonic() + BUDGET_S
         text = ""
-        while "Dashboard launch URLs" not in text or not text.rstrip().endswith(")"):
+        while not LAUNCH_LINE.search(text):  # printed in one write: the classic line is there when done
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"`make stack` did not print its launch URLs:\n{text[-5000:]}")
             time.sleep(0.5)
@@ -208,7 +210,7 @@ def test_make_stack_and_make_run_launch_the_dashboard_on_the_right_ports(
     make_run: MakeRun, page: Page, tmp_path: Path
 ) -> None:
     with make_stack(make_run.port, make_run.auth_port, free_port(), tmp_path / "stack.log") as printed:
-        launch = re.search(r"^  classic-iec-hs +(\S+)$", printed, re.MULTILINE)
+        launch = LAUNCH_LINE.search(printed)
         assert launch is not None, printed[-3000:]
         assert f"launch_uri=http%3A%2F%2F127.0.0.1%3A{make_run.port}%2Fsmart%2Flaunch" in launch.group(1)
         assert f"redirect URIs:        http://127.0.0.1:{make_run.port}/smart/callback" in printed
