@@ -184,3 +184,12 @@ def test_card_gap_words_key_on_exactly_the_engines_gap_codes() -> None:
     assert set(content.gap_words) == set(KB.criteria["iec_hs"]["gaps"]) == published
     for code, words in content.gap_words.items():
         assert words.summary and words.detail, code
+
+
+def test_every_prefetch_key_of_the_services_has_words_for_its_gap() -> None:
+    """A key that could not be read (or only in part) is named on the card in words, never as a bare key."""
+    from cds_service.cards.vocab import PREFETCH_KEYS
+    from cds_service.hooks.services import prefetch_templates
+
+    keys = {template.key for template in prefetch_templates(KB)}
+    assert keys == PREFETCH_KEYS == set(load_card_content(KB).prefetch_gaps)

@@ -44,7 +44,7 @@ def decisive_gap(env: Env, result: EvaluationResult, ctx: CardContext) -> str:
         return env.gap(result, gaps[0], "summary")
     if ctx.data_gaps:
         key = ctx.data_gaps[0]
-        return env.label("gap_key", what=env.content.prefetch_gaps.get(key, key).split(" (")[0])
+        return env.label("gap_key_summary", what=env.content.prefetch_gaps.get(key, key).split(" (")[0])
     return ""
 
 

@@ -68,6 +68,7 @@ LABELS: dict[str, frozenset[str]] = {
     "more_on_dashboard": frozenset(),
     "sources": frozenset(),
     "gap_key": frozenset({"what"}),
+    "gap_key_summary": frozenset({"what"}),
     **{f"line_{key}": frozenset() for key in ("first", "second", "salvage")},
 }
 
@@ -76,4 +77,7 @@ SUMMARY_PLACEHOLDERS = frozenset({"grade", "timing", "gap", "ferritin", "drug", 
 SUGGESTION_PLACEHOLDERS = frozenset({"agent", "line", "labs", "drug", "dose"})
 URL_PLACEHOLDERS = frozenset({"base_url"})
 GAP_WORD_PLACEHOLDERS = frozenset({"days", "analytes"})
-PREFETCH_KEYS = frozenset({"conditions", "procedures", "medicationAdministrations", "medicationRequests"})
+# Every prefetch key of the services (cds_service.hooks.services; a test keeps the two equal).
+PREFETCH_KEYS = frozenset(
+    {"patient", "observations", "conditions", "procedures", "medicationAdministrations", "medicationRequests"}
+)
