@@ -105,6 +105,7 @@ def test_every_item_that_left_the_card_is_on_the_evidence_page(app: Flask) -> No
     assert "RxNorm 72435 for Anakinra: verification status R" in unverified
     assert "SNOMED CT 47625008 (Intravenous route)" in unverified
     assert "RxNorm 6902" not in unverified  # methylprednisolone's code is verified (V)
+    assert content.statements["lines_by_grade"].text in unverified
     assert 'id="evidence-mode"' in html  # says what the page is: the hook's evaluation, without SMART
 
 

@@ -91,6 +91,7 @@ def treatment_lines(content: CardContent) -> list[TreatmentLine]:
 def unverified_items(result: EvaluationResult, content: CardContent) -> list[UnverifiedItem]:
     """What this evaluation and the card content rest on that is UNVERIFIED, one line each."""
     items = [UnverifiedItem("this evaluation", text) for text in result.unverified]
+    items.append(UnverifiedItem("treatment lines", content.statements["lines_by_grade"].text))
     for option in content.options:
         items += [UnverifiedItem(f"treatment: {option.agent}", text) for text in option.unverified]
     for option in content.options:
