@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 STACK_DIR := tests/fhir_stack
 NODE_STAMP := $(STACK_DIR)/node_modules/.installed
 
-.PHONY: install run test test-slow lint typecheck format bench stack system-deps node-deps fixtures schema clean
+.PHONY: install run test test-slow lint typecheck format bench stack system-deps node-deps fixtures course-report schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ stack: install node-deps
 ## Regenerate the checked-in fixture bundles from the seeded generator.
 fixtures: install
 	$(BIN)/python -m fixtures.generate
+
+## The IEC-HS status over whole courses (population and scenarios, coded and raw-only): the README's tables.
+course-report: install
+	$(BIN)/python -m fixtures.course_report
 
 ## Regenerate cds_service/schemas/evaluation.schema.json from the envelope and the instruments' fragments.
 schema: install

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from cds_service.engine.evaluate import evaluate
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.model import IecHsResult
-from tests.engine_helpers import criterion, lab, run
-from tests.fhir_builders import crs, day
+from tests.engine_helpers import KB, criterion, lab, run
+from tests.fhir_builders import bundle, crs, day, patient, procedure
 
 CRS = crs(2, day(1), day(5))
 
@@ -135,3 +136,27 @@ def test_inside_the_crs_window_without_crs_a_rise_is_read_as_crs_beginning() -> 
     )
     assert full.status == "possible"
     assert full.gaps[0].code == "crs-window"
+
+
+def test_the_hand_written_bundle_of_issue_15_is_possible_and_names_the_crs_gap() -> None:
+    """CPT 38228 on day 0, no vital signs, no CRS record: ferritin 420 before, 3,500 and 9,100 on days 10-11,
+    fibrinogen 120, AST 310, platelets 38. Without a coded CRS Condition the status was "indeterminate"
+    and the summary did not say why; now the course of CRS is unknown, which allows at most "possible",
+    and the first gap says so."""
+    data = bundle(
+        patient(),
+        procedure("CAR-T cell infusion", day(0), "http://www.ama-assn.org/go/cpt", "38228"),
+        ferritin(420, -2),
+        ferritin(3500, 10),
+        ferritin(9100, 11),
+        lab("fibrinogen", 120, "mg/dL", 11, low=200, high=400),
+        lab("ast", 310, "U/L", 11, high=40),
+        lab("platelets", 38, "10*9/L", 11, low=150, high=400),
+    )
+    result = evaluate(data, knowledge=KB, at=day(11, 6))
+    assert result.therapy.found and result.crs_status == "unknown"
+    iec_hs = IEC_HS.result(result.instruments)
+    assert iec_hs.status == "possible"
+    assert iec_hs.gaps[0].code == "crs-unknown"
+    assert criterion(iec_hs.criteria, "ferritin").status == "met"
+    assert criterion(iec_hs.criteria, "hypofibrinogenemia").status == "met"

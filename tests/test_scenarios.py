@@ -17,6 +17,9 @@ from tests.engine_helpers import KB
 
 SCENARIOS = Path(__file__).parent.parent / "fixtures" / "scenarios"
 EXPECTED = sorted(SCENARIOS.glob("*.expected.json"))
+# The raw-only twins (no CRS or finding Conditions, no documented rows): their expectations are the coded
+# scenario's, or their `why` says why not (tests/test_fixtures_raw.py checks that).
+RAW_EXPECTED = sorted((SCENARIOS.parent / "scenarios-raw").glob("*.expected.json"))
 
 
 def resolve(document: Any, path: str) -> Any:
@@ -50,6 +53,7 @@ def check(document: Any, key: str, expected: Any) -> None:
 def test_there_are_at_least_eight_scenarios() -> None:
     names = {p.name.removesuffix(".expected.json") for p in EXPECTED}
     assert len(names) >= 8
+    assert {p.name.removesuffix("-raw.expected.json") for p in RAW_EXPECTED} == names
     assert {
         "classic-iec-hs",
         "crs-only-early",
@@ -63,11 +67,13 @@ def test_there_are_at_least_eight_scenarios() -> None:
 
 
 @pytest.mark.parametrize(
-    "expected_file", EXPECTED, ids=[p.name.removesuffix(".expected.json") for p in EXPECTED]
+    "expected_file",
+    EXPECTED + RAW_EXPECTED,
+    ids=[p.name.removesuffix(".expected.json") for p in EXPECTED + RAW_EXPECTED],
 )
 def test_scenario_outcome(expected_file: Path) -> None:
     spec = json.loads(expected_file.read_text())
-    bundle = json.loads((SCENARIOS / spec["bundle"]).read_text())
+    bundle = json.loads((expected_file.parent / spec["bundle"]).read_text())
     at = datetime.fromisoformat(spec["at"])
     document = to_jsonable(evaluate(bundle, at=at, knowledge=KB))
     for key, expected in spec["expect"].items():

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from cds_service.engine import evaluate
+from cds_service.engine.instruments.registry import ASTCT_CRS
 from cds_service.engine.knowledge import Knowledge, load_knowledge
 from cds_service.engine.model import EvaluationResult
 from cds_service.smart.charts.defs import CHART_DEFS
@@ -275,6 +276,23 @@ def classic() -> tuple[Knowledge, EvaluationResult]:
     kb = load_knowledge()
     bundle = json.loads(CLASSIC.read_text(encoding="utf-8"))
     return kb, evaluate(bundle, at=CLASSIC_AT, knowledge=kb)
+
+
+def test_the_crs_band_is_coloured_by_each_day_s_astct_grade(
+    classic: tuple[Knowledge, EvaluationResult],
+) -> None:
+    """Classic: CRS grade 2 (hypotension) from day 1; each calendar day in the band carries its grade."""
+    kb, result = classic
+    band = {c.id: c for c in build_charts(kb, result)}["ferritin"].bands[0]
+    days = ASTCT_CRS.result(result.instruments).grade_by_day
+    assert band.grades and {grade for _, _, grade in band.grades} == {d.grade for d in days if d.grade}
+    assert all(band.start <= start < end <= band.end for start, end, _ in band.grades)
+    assert max(grade for _, _, grade in band.grades) == 2
+    root = parse(render({c.id: c for c in build_charts(kb, result)}["ferritin"]))
+    strips = root.findall(".//s:rect[@data-grade]", NS)
+    assert len(strips) == len(band.grades)
+    assert {s.attrib["class"] for s in strips} <= {f"crs-day crs-grade-{g}" for g in range(1, 5)}
+    assert "crs-day crs-grade-2" in {s.attrib["class"] for s in strips}
 
 
 def test_classic_charts_cover_every_required_analyte(classic: tuple[Knowledge, EvaluationResult]) -> None:

@@ -49,6 +49,8 @@ class Band:
     end: float
     label: str
     open_ended: bool = False  # still active at the evaluation instant
+    # (start, end, grade) of each calendar day's ASTCT 2019 grade inside the band: coloured by grade
+    grades: tuple[tuple[float, float, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,10 @@ resolves every path at start-up so a renamed YAML key fails the app factory, not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cds_service.engine.instruments.registry import ASTCT_CRS
 from cds_service.engine.knowledge import SYMBOLS, Knowledge
 from cds_service.engine.model import EvaluationResult, LabValue
 from cds_service.errors import DataFileError
@@ -138,7 +139,9 @@ def _reference_lines(kb: Knowledge, definition: ChartDef, result: EvaluationResu
 
 
 def crs_bands(result: EvaluationResult, axis: Timeline) -> tuple[Band, ...]:
-    """CRS episodes as shaded periods; an episode without abatement runs to the evaluation instant."""
+    """CRS episodes as shaded periods; an episode without abatement runs to the evaluation instant. Each
+    calendar day inside an episode is coloured by that day's ASTCT 2019 grade (the CRS instrument)."""
+    days = ASTCT_CRS.result(result.instruments).grade_by_day if "astct_crs" in result.instruments else ()
     bands = []
     for episode in result.crs:
         if episode.onset is None:
@@ -147,7 +150,16 @@ def crs_bands(result: EvaluationResult, axis: Timeline) -> tuple[Band, ...]:
         grade = f" grade {episode.max_grade}" if episode.max_grade is not None else ""
         label = f"CRS{grade} ({episode.status})"
         start_day, end_day = day_of(episode.onset, axis.origin), day_of(end, axis.origin)
-        bands.append(Band(start_day, end_day, label, open_ended=episode.abatement is None))
+        segments = []
+        for day in days:
+            midnight = datetime.fromisoformat(day.date).replace(tzinfo=UTC)
+            first, last = day_of(midnight, axis.origin), day_of(midnight + timedelta(days=1), axis.origin)
+            first, last = max(first, start_day), min(last, end_day)
+            if day.grade > 0 and first < last:
+                segments.append((first, last, day.grade))
+        bands.append(
+            Band(start_day, end_day, label, open_ended=episode.abatement is None, grades=tuple(segments))
+        )
     return tuple(bands)
 
 

@@ -146,6 +146,21 @@ def _bands(bands: Iterable[Band], frame: Frame) -> str:
             },
             tooltip(band.label),
         )
+        for start, end, grade in band.grades:
+            d0, d1 = _clamp_x(frame, start), _clamp_x(frame, end)
+            if d1 > d0:
+                rect += element(
+                    "rect",
+                    {
+                        "class": f"crs-day crs-grade-{grade}",
+                        "x": d0,
+                        "y": frame.layout.plot_bottom - 6,
+                        "width": d1 - d0,
+                        "height": 6,
+                        "data-grade": grade,
+                    },
+                    tooltip(f"CRS grade {grade} (ASTCT 2019) that day"),
+                )
         label = element(
             "text", {"class": "band-label", "x": x0 + 3, "y": frame.layout.plot_top + 11}, escape(band.label)
         )
