@@ -8,12 +8,13 @@ without vasopressin), 4 with several (vasopressin excluded); oxygen by device or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from cds_service.engine.crs.inputs import CrsInputs
-from cds_service.engine.model import DrugEvent, LabValue
+from cds_service.engine.model import DrugEvent
 
 # An administration recorded as one time (not a period) keeps a vasopressor running this long [D]: MARs
 # that chart infusions as repeated rows usually do so every few hours.
@@ -40,19 +41,23 @@ def fever_signs(inputs: CrsInputs) -> list[Sign]:
     ]
 
 
-def hypotensive(inputs: CrsInputs, lab: LabValue) -> bool:
-    """Adult systolic < 90 or mean < 65 mmHg; children by the PALS age-based systolic limit [D]."""
+def hypotension_limits(inputs: CrsInputs) -> tuple[Callable[[float], bool], Callable[[float], bool]]:
+    """(systolic, mean) tests of hypotension for this patient: adult systolic < 90 or mean < 65 mmHg;
+    children by the PALS age-based systolic limit and no mean-pressure rule [D]. Decided once per course."""
     spec = inputs.doc["hypotension"]
     age = inputs.age_years
-    if lab.analyte == "map":
-        adult = age is None or age >= 18
-        return adult and inputs.kb.threshold("map", spec["adult_mean"]).test(lab.value)
+    adult = age is None or age >= 18
+    mean = inputs.kb.threshold("map", spec["adult_mean"]).test if adult else _never
     if age is not None and age < float(spec["pediatric_adult_from_years"]):
         base = float(spec["pediatric_systolic_base"]["value"])
         years = int(age)  # PALS counts whole years of age
         limit = base + float(spec["pediatric_systolic_per_year"]) * years if years >= 1 else base
-        return lab.value < limit
-    return inputs.kb.threshold("bp_systolic", spec["adult_systolic"]).test(lab.value)
+        return limit.__gt__, mean
+    return inputs.kb.threshold("bp_systolic", spec["adult_systolic"]).test, mean
+
+
+def _never(_value: float) -> bool:
+    return False
 
 
 def vasopressor_segments(inputs: CrsInputs) -> list[tuple[datetime, datetime, int, list[DrugEvent]]]:
@@ -79,6 +84,8 @@ def _end(drug: DrugEvent, at: datetime) -> datetime:
 
 def hypotension_signs(inputs: CrsInputs) -> list[Sign]:
     grades = inputs.doc["hypotension_grades"]
+    systolic, mean = hypotension_limits(inputs)
+    tests = {"bp_systolic": systolic, "map": mean}
     signs = [
         Sign(
             "hypotension",
@@ -88,9 +95,9 @@ def hypotension_signs(inputs: CrsInputs) -> list[Sign]:
             f"{'mean' if lab.analyte == 'map' else 'systolic'} pressure {lab.value:g} mmHg",
             lab.resource_id,
         )
-        for analyte in ("bp_systolic", "map")
+        for analyte, hypotensive in tests.items()
         for lab in inputs.series(analyte)
-        if hypotensive(inputs, lab)
+        if hypotensive(lab.value)
     ]
     for start, end, agents, on in vasopressor_segments(inputs):
         grade = int(grades["several_vasopressors"] if agents > 1 else grades["one_vasopressor"])

@@ -106,6 +106,7 @@ def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tupl
         lowest[i + 1] = min(lowest[i], lab.value)
     first = bisect_left([lab.time for lab in series], start)
     begin = 0
+    limits: dict[int, float | None] = {}  # recovery index -> the limit below it (None: not a recovery)
     for index in range(first, len(series)):
         lab = series[index]
         while begin < index and lab.time - series[begin].time > RECENT:
@@ -114,9 +115,12 @@ def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tupl
             continue
         best = max(range(begin, index), key=lambda i: series[i].value)
         reference = series[best]
-        if reference.value < scaled(1.0 + fraction, lowest[best]):
+        if best not in limits:
+            recovered = reference.value >= scaled(1.0 + fraction, lowest[best])
+            limits[best] = scaled(1.0 - fraction, reference.value) if recovered else None
+        limit = limits[best]
+        if limit is None:
             continue
-        limit = scaled(1.0 - fraction, reference.value)
         fallen = sum(1 for v in series[best + 1 : index + 1] if v.value <= limit)
         if fallen >= 2 and lab.value <= limit:
             return reference, lab
