@@ -141,11 +141,18 @@ def test_a_spent_budget_refuses_new_strings_without_caching_the_refusal() -> Non
     assert converter.conversion("ferritin", "ug/dL").scale == 10.0  # parsed once time allows
 
 
+def _burn_cpu(seconds: float) -> None:
+    """Spend `seconds` of this thread's CPU time (what the budget counts), however loaded the machine."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def test_the_budget_counts_parsing_time(monkeypatch: pytest.MonkeyPatch) -> None:
     real = units._compute
 
     def slow(spec: units.UnitSpec, unit: str) -> units.Linear:
-        time.sleep(0.05)  # a string that costs parsing time
+        _burn_cpu(0.05)  # a string that costs parsing work
         return real(spec, unit)
 
     monkeypatch.setattr(units, "_compute", slow)
@@ -154,6 +161,49 @@ def test_the_budget_counts_parsing_time(monkeypatch: pytest.MonkeyPatch) -> None
         converter.conversion("ferritin", "ug/L")  # starts within the budget, spends it
         with pytest.raises(UnitError, match="spent"):
             converter.conversion("ferritin", "mg/L")
+
+
+def test_waiting_is_not_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget counts this thread's CPU time: a parse that waits (a loaded machine, another thread
+    holding the CPU) does not spend it, so ordinary units are never refused because the host is busy."""
+    real = units._compute
+
+    def waiting(spec: units.UnitSpec, unit: str) -> units.Linear:
+        time.sleep(0.05)
+        return real(spec, unit)
+
+    monkeypatch.setattr(units, "_compute", waiting)
+    converter = UnitConverter(specs())
+    with parse_budget(0.02):
+        assert converter.conversion("ferritin", "ug/L").scale == 1.0
+        assert converter.conversion("ferritin", "mg/L").scale == 1000.0
+
+
+def test_building_the_registry_is_not_charged_to_a_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit registry is the process's one-time cost: a fresh worker's first call keeps its budget."""
+    real = units._registry
+    built: list[bool] = []
+
+    def first_build() -> object:
+        if not built:  # the build happens once per process, then the registry is cached
+            built.append(True)
+            _burn_cpu(0.05)
+        return real()
+
+    monkeypatch.setattr(units, "_registry", first_build)
+    converter = UnitConverter(specs())
+    with parse_budget(0.02):
+        assert converter.conversion("ferritin", "ug/L").scale == 1.0
+        assert converter.conversion("ferritin", "mg/L").scale == 1000.0
+
+
+def test_prime_caches_every_canonical_unit_and_alias() -> None:
+    converter = UnitConverter(specs())
+    primed = converter.prime()
+    assert primed >= len(specs())
+    with parse_budget(0.0):  # nothing left to parse for them
+        for analyte, spec in specs().items():
+            assert converter.conversion(analyte, spec.canonical).scale == 1.0
 
 
 def test_parsing_holds_no_global_lock(monkeypatch: pytest.MonkeyPatch) -> None:

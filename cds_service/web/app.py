@@ -137,6 +137,7 @@ def _warm_up(knowledge: Knowledge) -> None:
         validation.validator(schema)
         validation.fast_validator(schema)
     evaluate({"patient": None}, knowledge=knowledge)
+    knowledge.units.prime()  # the unit registry and the canonical units, before any request's budget
     typed_request.decode(b"{}")  # builds the typed decoder
 
 
