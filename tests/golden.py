@@ -83,24 +83,20 @@ def responses() -> dict[str, dict[str, Any]]:
         state, client = get_state(app), app.test_client()
         drugs = {d.id: d for d in draft_drugs(state.knowledge)}
         out: dict[str, dict[str, Any]] = {}
-        # A first pass parses every unit string of the fixtures: a hook call shares 0.5 s of parsing time
-        # for new unit strings (engine.units.parse_budget), which a loaded machine can spend before the
-        # last ferritin is read ("no ferritin in 7 days"). The golden files are the steady state.
-        for _pass in ("warm-up", "record"):
-            for scenario in golden_scenarios():
-                resources = bundle_resources(scenario.bundle())
-                for hook, drug in CASES:
-                    service = service_for_hook(state.registry, hook)
-                    request = build_hook_request(
-                        service, resources, drugs[drug] if drug else None, scenario.at.date()
-                    )
-                    answer = client.post(
-                        f"/cds-services/{service.id}",
-                        json=request,
-                        headers={"X-CDS-Evaluation-Instant": scenario.at.isoformat()},
-                    )
-                    assert answer.status_code == 200, (scenario.name, hook, answer.get_data(as_text=True))
-                    out[case_name(scenario, hook, drug)] = normalise(answer.get_json())
+        for scenario in golden_scenarios():
+            resources = bundle_resources(scenario.bundle())
+            for hook, drug in CASES:
+                service = service_for_hook(state.registry, hook)
+                request = build_hook_request(
+                    service, resources, drugs[drug] if drug else None, scenario.at.date()
+                )
+                answer = client.post(
+                    f"/cds-services/{service.id}",
+                    json=request,
+                    headers={"X-CDS-Evaluation-Instant": scenario.at.isoformat()},
+                )
+                assert answer.status_code == 200, (scenario.name, hook, answer.get_data(as_text=True))
+                out[case_name(scenario, hook, drug)] = normalise(answer.get_json())
         return out
 
 
