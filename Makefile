@@ -44,15 +44,24 @@ test: install node-deps system-deps lint
 test-slow: install node-deps system-deps
 	$(BIN)/pytest -q -m slow
 
+## Ports shared by `make run` and `make stack`: the stack registers the app's SMART callback on PORT and the
+## preview page launches the card's dashboard link through the stack's EHR launcher on AUTH_PORT.
+PORT ?= 8080
+FHIR_PORT ?= 8090
+AUTH_PORT ?= 8091
+
 ## Set up and serve on http://127.0.0.1:$(PORT) in development mode (auth off, SQLite, fixture patients);
 ## open http://127.0.0.1:$(PORT)/ for the card preview page. PORT defaults to 8080 (`make run PORT=9000`).
-PORT ?= 8080
+## The card's "Open the IEC-HS dashboard" link opens the evidence view, or, while `make stack` runs (same
+## AUTH_PORT), a SMART launch of the real dashboard (CDS_PREVIEW_EHR_LAUNCH_URL; set it empty to turn it off).
 run: install
+	CDS_PREVIEW_EHR_LAUNCH_URL="$${CDS_PREVIEW_EHR_LAUNCH_URL-http://127.0.0.1:$(AUTH_PORT)/ehr/launch}" \
 	$(BIN)/cds-service serve --dev --host 127.0.0.1 --port $(PORT)
 
-## Start the FHIR server + SMART authorization server with the fixtures, for manual interop trials.
+## Start the FHIR server + SMART authorization server with the fixtures, for manual interop trials and the
+## SMART dashboard of `make run` (its callback on PORT is registered; launch URLs are printed).
 stack: install node-deps
-	$(BIN)/python -m tests.stack
+	FHIR_PORT=$(FHIR_PORT) AUTH_PORT=$(AUTH_PORT) APP_PORT=$(PORT) $(BIN)/python -m tests.stack
 
 ## Regenerate the checked-in fixture bundles from the seeded generator.
 fixtures: install

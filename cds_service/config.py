@@ -36,6 +36,13 @@ CDS_BENCH_FLOOR                ``1`` adds POST /_bench/floor (parses the body, a
                                the benchmarks in benchmarks/ (cds_service.web.bench_floor); default off.
 CDS_PREVIEW_BUILDER            ``1`` serves the preview page's request builder (POST /preview/hook-request);
                                default on in development, off otherwise (an anonymous CPU cost).
+CDS_PREVIEW_EVIDENCE           ``1`` serves the evidence view (POST /preview/evidence: the dashboard's
+                               criteria, sources, data quality and UNVERIFIED list for a hook request,
+                               without SMART); default on in development, off otherwise.
+CDS_PREVIEW_EHR_LAUNCH_URL     Development only: an EHR launch endpoint (``make stack``'s
+                               ``http://127.0.0.1:8091/ehr/launch``) through which the preview page opens
+                               the card's SMART link; when it is not reachable the link opens the
+                               evidence view. Default none (``make run`` sets it to make stack's).
 CDS_RATE_LIMIT                 Requests per client address to each anonymous cost centre (SMART launch,
                                preview builder), e.g. ``60/minute`` (default; ``limits`` notation).
 CDS_RATE_LIMIT_STORAGE_URI     Where the rate-limit counters live (``limits`` storage URI): default
@@ -140,6 +147,8 @@ ENV_VARIABLES = (
     "CDS_JWKS_TIMEOUT_S",
     "CDS_BENCH_FLOOR",
     "CDS_PREVIEW_BUILDER",
+    "CDS_PREVIEW_EVIDENCE",
+    "CDS_PREVIEW_EHR_LAUNCH_URL",
     "CDS_RATE_LIMIT",
     "CDS_RATE_LIMIT_STORAGE_URI",
     "CDS_TRUSTED_PROXY_HOPS",
@@ -224,6 +233,8 @@ class Settings:
     jwks_timeout_s: float = 2.0
     bench_floor: bool = False
     preview_builder: bool = False
+    preview_evidence: bool = False
+    preview_ehr_launch_url: str | None = None
     rate_limit: str = "60/minute"
     rate_limit_storage_uri: str = "memory://"
     trusted_proxy_hops: int = 0
@@ -262,6 +273,8 @@ class Settings:
             threads=_parse("CDS_THREADS", env, _positive(int, 64), 4),
             bench_floor=_parse("CDS_BENCH_FLOOR", env, _boolean, False),
             preview_builder=_parse("CDS_PREVIEW_BUILDER", env, _boolean, dev),
+            preview_evidence=_parse("CDS_PREVIEW_EVIDENCE", env, _boolean, dev),
+            preview_ehr_launch_url=_parse("CDS_PREVIEW_EHR_LAUNCH_URL", env, _base_url, None),
             rate_limit=_parse("CDS_RATE_LIMIT", env, _rate_limit, "60/minute"),
             rate_limit_storage_uri=_parse("CDS_RATE_LIMIT_STORAGE_URI", env, _storage_uri, "memory://"),
             trusted_proxy_hops=_parse("CDS_TRUSTED_PROXY_HOPS", env, _non_negative_int(5), 0),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +192,35 @@ def _app_context(value: Any) -> Any:
     context = json.loads(value)
     context.pop("at", None)
     return context
+
+
+def visible_text(html: str) -> str:
+    """The text a person reads on an HTML page: tags removed, entities undone, whitespace collapsed."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+def evidence_of(client: Any, service_id: str, body: dict[str, Any], instant: str = "") -> str:
+    """The evidence view (POST /preview/evidence) of the hook request `body` as a person reads it: the same
+    evaluation as the hook, with its data quality, what could not be read and the UNVERIFIED list (the
+    card's detail no longer carries them, issue 17)."""
+    form = {"service": service_id, "request": json.dumps(body), "instant": instant}
+    response = client.post("/preview/evidence", data=form)
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return visible_text(response.get_data(as_text=True))
+
+
+def plain_markdown(markdown: str) -> str:
+    """Card Markdown as a person reads it: backslash escapes and HTML entities undone."""
+    return unescape(re.sub(r"\\([\\`*_\[\]|~#])", r"\1", markdown))
+
+
+def stated_gaps(body: dict[str, Any]) -> list[str]:
+    """The prefetch keys a patient-view card names under 'What the service could not see', read back from
+    the card's words (cards/templates.yaml `prefetch_gaps` in the `gap_key` label)."""
+    from tests.engine_helpers import CONTENT
+
+    detail = plain_markdown(body["cards"][0].get("detail", ""))
+    section = detail.partition("**What the service could not see**\n")[2].split("\n\n")[0]
+    lines = {line[2:] for line in section.splitlines() if line.startswith("- ")}
+    template = CONTENT.labels["gap_key"]
+    return [key for key, words in CONTENT.prefetch_gaps.items() if template.format(what=words) in lines]

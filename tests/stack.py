@@ -3,9 +3,13 @@
 Loads every fixtures/scenarios/*.json and fixtures/population/*.json Bundle, registers an example
 SMART Backend Services client (its private key is written to a temporary directory, printed at
 start), prints the URLs and waits until Ctrl-C. Ports and other knobs come from the environment
-(FHIR_PORT, default 8090; AUTH_PORT, default 8091; APP_PORT, default 5000 for the registered SMART
-callback; plus every knob of tests/fhir_stack/stack.mjs, e.g. FHIR_MAX_COUNT, STACK_ADMIN or
-SMART_BACKEND_CLIENTS, which replaces the example client).
+(FHIR_PORT, default 8090; AUTH_PORT, default 8091; APP_PORT, default 8080 -- `make run`'s port -- for the
+registered SMART callback; plus every knob of tests/fhir_stack/stack.mjs, e.g. FHIR_MAX_COUNT, STACK_ADMIN or
+SMART_BACKEND_CLIENTS, which replaces the example client). `make stack` passes PORT, FHIR_PORT and AUTH_PORT
+of the Makefile, the same variables `make run` uses, so the two always agree on the ports.
+
+For each fixture scenario it prints a ready EHR launch URL of the app's dashboard on APP_PORT, evaluated at
+the scenario's instant (the card's appContext), e.g. for classic-iec-hs.
 
 ``python -m tests.stack token DIR [--scope SCOPE]`` prints a backend access token for the example
 client whose key the running stack wrote to DIR.
@@ -26,6 +30,7 @@ from types import FrameType
 
 import requests
 
+from cds_service.preview.scenarios import Scenario, list_scenarios
 from tests.plugins.fhir_stack import (
     FhirStack,
     FhirStackError,
@@ -41,6 +46,7 @@ from tests.plugins.smart_backend import (
 )
 
 EXAMPLE_CLIENT_ID = "stack-backend"
+APP_PORT = 8080  # `make run`'s default PORT: the app whose SMART callback the stack registers
 
 
 def _int_env(name: str, default: int) -> int:
@@ -81,6 +87,17 @@ def write_example_client(client: BackendClient, stack: FhirStack, directory: Pat
     }
     (directory / "watch-servers.json").write_text(json.dumps(watch, indent=2), encoding="utf-8")
     return key_path
+
+
+def dashboard_launch_url(stack: FhirStack, scenario: Scenario) -> str:
+    """The EHR launch of the app's dashboard for `scenario`'s patient at its instant (as its card does)."""
+    context = json.dumps(
+        {"at": scenario.at.isoformat(), "patient": scenario.name, "view": "iec-hs"},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    launch_uri = f"http://127.0.0.1:{stack.app_port}/smart/launch"
+    return stack.ehr_launch_url(scenario.name, launch_uri, app_context=context)
 
 
 def describe(stack: FhirStack, example_key: Path | None = None) -> str:
@@ -126,7 +143,13 @@ def describe(stack: FhirStack, example_key: Path | None = None) -> str:
         f"  example search:       curl -H 'Authorization: Bearer {stack.token}' "
         f"'{stack.fhir_base}/Patient?_count=5'",
         f"  started in {stack.info['startup_ms']} ms; stack log: {stack.stderr_path}",
+        "",
+        f"The app: `make run` (or `make run PORT={stack.app_port} AUTH_PORT={stack.auth_port}`) serves "
+        f"http://127.0.0.1:{stack.app_port}/; its preview page opens a card's dashboard link through this "
+        "stack's EHR launcher (reload the page after starting the stack).",
+        f"Dashboard launch URLs (app on port {stack.app_port}, at each scenario's instant):",
     ]
+    lines += [f"  {s.name:26} {dashboard_launch_url(stack, s)}" for s in list_scenarios()]
     return "\n".join(lines)
 
 
@@ -157,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         return token_command(argv[1:])
     fhir_port = _int_env("FHIR_PORT", 8090)
     auth_port = _int_env("AUTH_PORT", 8091)
-    app_port = _int_env("APP_PORT", 5000)
+    app_port = _int_env("APP_PORT", APP_PORT)
     redirect = os.environ.get("SMART_REDIRECT_URIS")
     redirect_uris = (
         [u.strip() for u in redirect.split(",") if u.strip()]

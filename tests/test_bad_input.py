@@ -1,7 +1,8 @@
 """Bad input through the app: size (413), media type (415), malformed or non-standard JSON (400), nesting
 deeper than 64 levels (400 naming the path), wrong types anywhere in the CDS Hooks envelope (400 whose
-OperationOutcome names the field), and bad FHIR content (200: the resource is excluded and the card's
-data-quality note says which and why). Never a 500, never a stack trace."""
+OperationOutcome names the field), and bad FHIR content (200: the resource is excluded, and the same
+evaluation's data-quality list on the dashboard's evidence view says which and why; the card names a gap
+only when it decides something). Never a 500, never a stack trace."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from flask import Flask
 
 from cds_service import create_app
 from cds_service.hooks.request import MAX_JSON_DEPTH
-from tests.cds_helpers import assert_conformant, car_t_patient, dev_config, full_prefetch, hook_body
+from tests.cds_helpers import (
+    assert_conformant,
+    car_t_patient,
+    dev_config,
+    evidence_of,
+    full_prefetch,
+    hook_body,
+)
 
 SCREENING = "/cds-services/iec-hs-screening"
 FEEDBACK = f"{SCREENING}/feedback"
@@ -277,8 +285,12 @@ def test_bad_resources_are_excluded_and_reported(
     response = post_raw(app, json.dumps(body).encode())
     assert response.status_code == 200
     assert_conformant(response.get_json())
-    detail = response.get_json()["cards"][0]["detail"]
-    assert f"Observation/{WEIGHT['id']}: " in detail and note in detail and "excluded" in detail
+    # Still visible to a person: on the data-quality list of the evidence behind the card (the weight
+    # decides no IEC-HS criterion, so the card itself names no gap for it).
+    quality = evidence_of(app.test_client(), "iec-hs-screening", body).split("Data quality")[1]
+    assert f"Observation/{WEIGHT['id']}" in quality and note in quality and "excluded" in quality
+    card = response.get_json()["cards"][0]
+    assert WEIGHT["id"] not in card.get("detail", "")
 
 
 @pytest.mark.parametrize(

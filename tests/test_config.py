@@ -134,3 +134,16 @@ def test_a_storage_password_is_masked_in_the_summary() -> None:
         database_url="sqlite://", rate_limit_storage_uri="redis://user:s3cret@cache.internal:6379/0"
     )
     assert settings.summary()["rate_limit_storage_uri"] == "redis://***@cache.internal:6379/0"
+
+
+def test_preview_evidence_and_ehr_launcher_settings() -> None:
+    """Issue 17: the evidence view follows the mode unless configured; the EHR launcher is a base URL."""
+    assert Settings.from_env(PROD).preview_evidence is False
+    assert Settings.from_env({"CDS_DEV_MODE": "1"}).preview_evidence is True
+    assert Settings.from_env({**PROD, "CDS_PREVIEW_EVIDENCE": "1"}).preview_evidence is True
+    assert Settings.from_env({"CDS_DEV_MODE": "1"}).preview_ehr_launch_url is None
+    launcher = {"CDS_DEV_MODE": "1", "CDS_PREVIEW_EHR_LAUNCH_URL": "http://127.0.0.1:8091/ehr/launch/"}
+    assert Settings.from_env(launcher).preview_ehr_launch_url == "http://127.0.0.1:8091/ehr/launch"
+    for value in ("127.0.0.1:8091/ehr/launch", "http://127.0.0.1:8091/ehr/launch?patient=1"):
+        with pytest.raises(ConfigurationError, match="CDS_PREVIEW_EHR_LAUNCH_URL"):
+            Settings.from_env({"CDS_DEV_MODE": "1", "CDS_PREVIEW_EHR_LAUNCH_URL": value})

@@ -22,7 +22,15 @@ from flask import Flask
 from cds_service import create_app
 from cds_service.hooks.fhir_client import MAX_ENTRIES
 from tests import fhir_builders as fb
-from tests.cds_helpers import assert_conformant, car_t_patient, dev_config, hook_body, searchset, unique
+from tests.cds_helpers import (
+    assert_conformant,
+    car_t_patient,
+    dev_config,
+    hook_body,
+    searchset,
+    stated_gaps,
+    unique,
+)
 from tests.loopback_http import LoopbackServer, Reply, Seen, closed_port_url
 from tests.plugins.fhir_stack import FhirStack
 
@@ -60,12 +68,6 @@ def answer(
     else:
         assert body["resourceType"] == "OperationOutcome" and body["issue"][0]["code"] == "incomplete"
     return response.status_code, body
-
-
-def stated_gaps(body: dict[str, Any]) -> list[str]:
-    """The prefetch keys a patient-view card lists under 'What this card could not see'."""
-    section = body["cards"][0]["detail"].partition("could not see")[2]
-    return [line[2:] for line in section.splitlines() if line.startswith("- ") and " " not in line[2:]]
 
 
 def healthy(seen: Seen) -> Reply:

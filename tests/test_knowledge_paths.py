@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -37,6 +38,15 @@ def site_mappings(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+def call_hook(app: Any) -> Any:
+    """The fixture hook call at the card's instant (a development server honours the instant header): the
+    card speaks inside the risk window after the infusion, and names ferritin by the site's display name."""
+    body = json.loads(HOOK.read_text())
+    return app.test_client().post(
+        "/cds-services/iec-hs-screening", json=body, headers={"X-CDS-Evaluation-Instant": CARD_AT}
+    )
+
+
 def test_the_hook_uses_the_apps_own_mappings(site_mappings: Path, tmp_path: Path) -> None:
     app = create_app(
         {
@@ -45,7 +55,7 @@ def test_the_hook_uses_the_apps_own_mappings(site_mappings: Path, tmp_path: Path
             "MAPPINGS_DIR": str(site_mappings),
         }
     )
-    response = app.test_client().post("/cds-services/iec-hs-screening", json=json.loads(HOOK.read_text()))
+    response = call_hook(app)
     assert response.status_code == 200
     text = json.dumps(response.get_json())
     assert SITE_NAME in text
@@ -53,8 +63,7 @@ def test_the_hook_uses_the_apps_own_mappings(site_mappings: Path, tmp_path: Path
 
 def test_the_default_app_still_says_ferritin(tmp_path: Path) -> None:
     app = create_app({"CDS_DEV_MODE": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'f.sqlite3'}"})
-    response = app.test_client().post("/cds-services/iec-hs-screening", json=json.loads(HOOK.read_text()))
-    text = json.dumps(response.get_json())
+    text = json.dumps(call_hook(app).get_json())
     assert SITE_NAME not in text and "Ferritin" in text
 
 

@@ -28,7 +28,7 @@ from cds_service.engine.observations.plausibility import Plausible
 from cds_service.engine.units import Linear, UnitError
 from cds_service.errors import DataFileError
 from cds_service.hooks import typed_request
-from tests.cds_helpers import dev_config, full_prefetch, hook_body
+from tests.cds_helpers import dev_config, evidence_of, full_prefetch, hook_body
 from tests.engine_helpers import AT, lab
 from tests.fhir_builders import car_t, patient
 
@@ -236,16 +236,18 @@ def test_a_negative_ferritin_leaves_the_ferritin_criteria_unknown_not_unmet() ->
         assert IEC_HS.result(result.instruments).status == "not-met"
 
 
-def test_the_hook_card_lists_the_excluded_value(tmp_path: Path) -> None:
-    app = create_app(dev_config(tmp_path))
-    response = app.test_client().post(
-        "/cds-services/iec-hs-screening",
-        data=request(lab("ferritin", -5, "ng/mL", rid="neg")),
-        content_type="application/json",
-    )
+def test_the_excluded_value_is_shown_to_a_person(tmp_path: Path) -> None:
+    """Through the hook (at the builders' day +13, inside the card's risk window): the card names what the
+    exclusion leaves undecided, and the data-quality list of the evidence behind it (the same evaluation;
+    issue 17 moved data quality off the card) names the excluded value."""
+    app = create_app(dev_config(tmp_path, CLOCK=lambda: AT))
+    body = json.loads(request(lab("ferritin", -5, "ng/mL", rid="neg")))
+    response = app.test_client().post("/cds-services/iec-hs-screening", json=body)
     assert response.status_code == 200
-    details = " ".join(card["detail"] for card in response.get_json()["cards"])
-    assert "Observation/neg: implausible value" in details
+    card = response.get_json()["cards"][0]
+    assert card["summary"].startswith("IEC-HS not judged (no ferritin in")  # the only ferritin is excluded
+    quality = evidence_of(app.test_client(), "iec-hs-screening", body).split("Data quality")[1]
+    assert "Observation/neg implausible value -5 ng/mL (Ferritin" in quality  # resource, problem
 
 
 # ---------------------------------------------------------------------------------- the data

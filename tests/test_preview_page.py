@@ -87,15 +87,19 @@ def test_scenario_card_then_dismiss_with_reason_stores_feedback(
     expect(card).to_have_class("cds-card indicator-critical")
     expect(page.locator("#status")).to_contain_text("evaluated at 2026-03-15T20:00:00Z")
     detail = card.locator(".markdown")
-    expect(detail.locator("h4").first).to_have_text("IEC-HS screen")
-    expect(detail.locator("table").first.locator("th").first).to_have_text("Instrument")
-    expect(detail.locator("strong").first).to_contain_text("ASTCT IEC-HS: met")
-    assert "10*9/L" in detail.inner_text() and "&gt;" not in detail.inner_text()
+    expect(detail.locator("strong").first).to_have_text("What is happening")  # the bedside card (issue 17)
+    expect(detail.locator("table")).to_have_count(0)  # no tables: the full evidence is behind the link
+    expect(detail).to_contain_text("IEC-HS criteria met, grade 2 (at least)")
+    expect(detail).to_contain_text("open the IEC-HS dashboard (link below)")
+    assert "x 10⁹/L" in detail.inner_text() and "10*9/L" not in detail.inner_text()
+    assert "&gt;" not in detail.inner_text()
     expect(card.locator(".cds-card-links a").first).to_have_attribute("rel", "noopener noreferrer")
+    expect(card.locator("button.dashboard-link")).to_have_text("Open the IEC-HS dashboard")
     screenshot("card")
 
     card.locator(".dismiss-toggle").click()
-    card.get_by_label("Already recognised and being managed").check()
+    # Not a repeat-alert reason ("already aware" would make later classic cards one-line acknowledgements).
+    card.get_by_label("Not clinically relevant for this patient now").check()
     card.get_by_label("Comment (optional)").fill("seen in clinic")
     card.locator(".dismiss-send").click()
     expect(card.locator(".feedback-result")).to_contain_text("server answered 200", timeout=TIMEOUT_MS)
@@ -104,7 +108,7 @@ def test_scenario_card_then_dismiss_with_reason_stores_feedback(
     stored = get_state(dev_app).feedback.all("iec-hs-screening")[-1]
     assert (stored.outcome, stored.override_code, stored.override_comment) == (
         "overridden",
-        "already-managed",
+        "not-relevant",
         "seen in clinic",
     )
     assert console_errors == []
@@ -122,10 +126,21 @@ def test_suggestions_show_the_resources_they_would_create_and_delete(page: Page,
     actions = card.locator(".suggestion-actions").first
     expect(actions).to_contain_text("delete: Remove the draft Tocilizumab order")
     expect(actions).to_contain_text("Resource: MedicationRequest/preview-draft-1")
-    resource = json.loads(actions.locator("pre.fhir-resource").first.inner_text())
-    assert resource["resourceType"] == "MedicationRequest" and resource["status"] == "draft"
     actions.locator("button.accept").click()
     expect(card.locator(".feedback-result")).to_contain_text("Feedback (accepted) sent", timeout=TIMEOUT_MS)
+
+    # A draft the patient-view card would create: an orderable, RxNorm-coded MedicationRequest.
+    send_scenario(page, base_url, "classic-iec-hs")
+    card = page.locator(".cds-card").first
+    card.locator("button.suggestion").first.click()
+    actions = card.locator(".suggestion-actions").first
+    expect(actions).to_contain_text("create: Add a draft Dexamethasone order")
+    resource = json.loads(actions.locator("pre.fhir-resource").first.inner_text())
+    assert resource["resourceType"] == "MedicationRequest" and resource["status"] == "draft"
+    assert (
+        resource["medicationCodeableConcept"]["coding"][0]["system"]
+        == "http://www.nlm.nih.gov/research/umls/rxnorm"
+    )
 
 
 def test_markdown_renderer_never_produces_html_from_input(page: Page, base_url: str) -> None:

@@ -38,6 +38,7 @@ PATIENTS = [
 ]
 PATIENTS = [p for p in PATIENTS if not p.name.endswith(".expected.json") and p.name != "index.json"]
 AT = datetime(2026, 11, 24, 12, tzinfo=UTC)
+HOOKS_AT = datetime(2026, 3, 15, 20, tzinfo=UTC)  # fixtures/hooks/ are built from classic-iec-hs
 EQUIVALENCE = settings(
     max_examples=150,
     deadline=None,
@@ -375,7 +376,9 @@ def test_shared_lookups_keep_bytes_not_views_of_the_request() -> None:
 
 
 def answer(tmp_path: Path, path: Path) -> tuple[int, Any]:
-    app = create_app(dev_config(tmp_path, CLOCK=lambda: AT))  # pinned uuids and clock: comparable
+    # Pinned uuids and clock (comparable), at the instant of the scenario the hook fixtures come from: the
+    # screening card speaks inside the risk window after the infusion (cards/templates.yaml `speak`).
+    app = create_app(dev_config(tmp_path, CLOCK=lambda: HOOKS_AT))
     service = path.name.split(".")[1]
     response = app.test_client().post(
         f"/cds-services/{service}", data=path.read_bytes(), content_type="application/json"

@@ -21,7 +21,7 @@ from cds_service.engine.knowledge import load_knowledge
 from cds_service.engine.unit_bounds import MAX_UNIT_CHARS, UnitBoundError, check_bounds
 from cds_service.engine.units import UnitConverter, UnitError, parse_budget
 from tests import fhir_builders as fb
-from tests.cds_helpers import car_t_patient, dev_config, full_prefetch, hook_body
+from tests.cds_helpers import car_t_patient, dev_config, evidence_of, full_prefetch, hook_body
 
 CALL_BOUND_S = 2.0  # per conversion call, on a loaded 2-core machine; the unbounded case took 12.6 s
 KB = load_knowledge()
@@ -92,15 +92,34 @@ def test_a_refused_unit_is_a_data_quality_exclusion_in_the_hook_answer(tmp_path:
     extra = [{**o, "id": f"units-1-bad-{n}", "subject": {"reference": "Patient/units-1"}}
              for n, o in enumerate([hostile, *long_units])]  # fmt: skip
     client = create_app(dev_config(tmp_path)).test_client()
-    response = client.post(
-        "/cds-services/iec-hs-screening",
-        json=hook_body("patient-view", "units-1", prefetch=full_prefetch(resources + extra)),
-    )
+    body = hook_body("patient-view", "units-1", prefetch=full_prefetch(resources + extra))
+    response = client.post("/cds-services/iec-hs-screening", json=body)
     assert response.status_code == 200
-    text = str(response.get_json())
-    assert "power of ten beyond 10^30" in text
-    assert f"longer than {MAX_UNIT_CHARS} characters" in text
-    assert "x" * 100 not in text  # a refused string is quoted in part only
+    # Visible to a person on the data-quality list of the evidence behind the card (same evaluation).
+    quality = evidence_of(client, "iec-hs-screening", body).split("Data quality")[1]
+    assert "power of ten beyond 10^30" in quality
+    assert f"longer than {MAX_UNIT_CHARS} characters" in quality
+    assert "x" * 100 not in quality + str(response.get_json())  # a refused string is quoted in part only
+
+
+def test_a_refused_unit_that_decides_the_status_is_a_gap_on_the_card(tmp_path: Path) -> None:
+    """The only recent ferritin has a refused unit: the card says what the exclusion leaves undecided."""
+    now = datetime.now(UTC)
+    ferritin = {"2276-4"}
+    resources = [
+        r
+        for r in car_t_patient("units-2", now)
+        if r["resourceType"] != "Observation" or r["code"]["coding"][0]["code"] not in ferritin
+    ]
+    hostile = fb.obs("2276-4", 9800, "10*10000000.ng/mL", now - timedelta(hours=3), high=300)
+    hostile = {**hostile, "id": "units-2-bad", "subject": {"reference": "Patient/units-2"}}
+    client = create_app(dev_config(tmp_path)).test_client()
+    body = hook_body("patient-view", "units-2", prefetch=full_prefetch([*resources, hostile]))
+    card = client.post("/cds-services/iec-hs-screening", json=body).get_json()["cards"][0]
+    assert card["summary"].startswith("IEC-HS not judged (no ferritin in")
+    assert "No ferritin in the last" in card["detail"]
+    quality = evidence_of(client, "iec-hs-screening", body).split("Data quality")[1]
+    assert "Observation/units-2-bad" in quality and "power of ten beyond 10^30" in quality
 
 
 def test_the_cache_is_bounded() -> None:

@@ -1,9 +1,9 @@
 """Cross-reference checks for cards/ data (after schema validation): every name must resolve.
 
 Citations against mappings/citations.yaml, drug classes and RxNorm codes against mappings/medications.yaml,
-analytes and products against mappings/, rule and template names against :mod:`cds_service.cards.vocab`,
-placeholders against the allowed set of each field, and every per-kg / per-m² number against the verbatim
-dose text it annotates (so arithmetic can never use a number the review did not print).
+analytes and products against mappings/, template keys and placeholders against
+:mod:`cds_service.cards.vocab`, and every number or phrase of a structured dose against the verbatim dose text
+it annotates (so arithmetic and draft orders can never use a number the seed did not print).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from cds_service.cards import vocab
 from cds_service.cards.templating import TemplateError, placeholders
 from cds_service.engine.knowledge import Knowledge
 from cds_service.errors import DataFileError
+
+PRINTED_UNITS = {"mg": "mg", "mg/kg": "mg/kg", "mg/m2": "mg/m²"}
 
 
 def _fail(path: Path, field: str, problem: str) -> DataFileError:
@@ -36,8 +38,8 @@ def _placeholders(path: Path, field: str, text: str, allowed: frozenset[str]) ->
     _known(path, field, names, allowed, "placeholder")
 
 
-def amount_text(mg: tuple[float, ...]) -> str:
-    """How the review prints a dose number or range: 10, 1–2, 50–100 (en dash)."""
+def amount_text(mg: Iterable[float]) -> str:
+    """How the seed prints a dose number or range: 10, 1–2, 50–100 (en dash)."""
     return "–".join(f"{value:g}" for value in mg)
 
 
@@ -45,16 +47,35 @@ def check_templates(path: Path, doc: dict[str, Any], kb: Knowledge, medications:
     _placeholders(path, "$.source.topic.system", doc["source"]["topic"]["system"], vocab.URL_PLACEHOLDERS)
     _placeholders(path, "$.override_reason_system", doc["override_reason_system"], vocab.URL_PLACEHOLDERS)
     _known(path, "$.product_short_names", doc["product_short_names"], kb.products, "product id")
+    _known(path, "$.products_not_identified", doc["products_not_identified"], kb.products, "product id")
     _known(path, "$.drug_names", doc["drug_names"], medications, "drug class")
-    iec_criteria = {"ferritin", *kb.criteria["iec_hs"]["most_common"]}
-    _known(path, "$.concerning_criteria", doc["concerning_criteria"], iec_criteria, "IEC-HS criterion")
-    for level in ("critical", "warning"):
-        _known(path, f"$.indicator.{level}", doc["indicator"][level], vocab.INDICATOR_RULES, "indicator rule")
+    _known(path, "$.citation_short", doc["citation_short"], kb.citations, "citation id")
+    _known(path, "$.prefetch_gaps", doc["prefetch_gaps"], vocab.PREFETCH_KEYS, "prefetch key")
+    missing = sorted(vocab.PREFETCH_KEYS - set(doc["prefetch_gaps"]))
+    if missing:
+        raise _fail(path, "$.prefetch_gaps", f"missing: {', '.join(missing)}")
+    _check_gap_words(path, doc["gap_words"], kb)
     _check_labs(path, doc["orderable_labs"], kb)
-    _check_labels(path, doc["labels"])
-    _check_statements(path, doc["statements"], kb)
+    _check_keys(path, "$.labels", doc["labels"], vocab.LABELS)
+    statements = {k: v["text"] for k, v in doc["statements"].items()}
+    _check_keys(path, "$.statements", statements, vocab.STATEMENTS)
+    for key, statement in doc["statements"].items():
+        _known(path, f"$.statements.{key}.citations", statement["citations"], kb.citations, "citation id")
     for card, spec in vocab.CARD_KEYS.items():
         _check_card(path, card, doc["cards"][card], spec)
+
+
+def _check_gap_words(path: Path, words: dict[str, Any], kb: Knowledge) -> None:
+    """Exactly the engine's gap codes (mappings/criteria/iec_hs.yaml `gaps`): a code the engine can name
+    without card words would reach a person as a bare code; words for an unknown code are dead text."""
+    codes = set(kb.criteria["iec_hs"]["gaps"])
+    _known(path, "$.gap_words", words, codes, "IEC-HS gap code")
+    missing = sorted(codes - set(words))
+    if missing:
+        raise _fail(path, "$.gap_words", f"no words for the engine's gap codes: {', '.join(missing)}")
+    for code, entry in words.items():
+        for part in ("summary", "detail"):
+            _placeholders(path, f"$.gap_words.{code}.{part}", entry[part], vocab.GAP_WORD_PLACEHOLDERS)
 
 
 def _check_labs(path: Path, labs: dict[str, Any], kb: Knowledge) -> None:
@@ -64,24 +85,13 @@ def _check_labs(path: Path, labs: dict[str, Any], kb: Knowledge) -> None:
             raise _fail(path, f"$.orderable_labs.{analyte}", "no LOINC code in mappings/analytes.yaml")
 
 
-def _check_labels(path: Path, labels: dict[str, str]) -> None:
-    missing = sorted(set(vocab.LABELS) - set(labels))
+def _check_keys(path: Path, field: str, texts: dict[str, str], spec: dict[str, frozenset[str]]) -> None:
+    missing = sorted(set(spec) - set(texts))
     if missing:
-        raise _fail(path, "$.labels", f"missing: {', '.join(missing)}")
-    _known(path, "$.labels", labels, vocab.LABELS, "label")
-    for key, text in labels.items():
-        _placeholders(path, f"$.labels.{key}", text, vocab.LABELS[key])
-
-
-def _check_statements(path: Path, statements: dict[str, Any], kb: Knowledge) -> None:
-    missing = sorted(set(vocab.STATEMENTS) - set(statements))
-    if missing:
-        raise _fail(path, "$.statements", f"missing: {', '.join(missing)}")
-    _known(path, "$.statements", statements, vocab.STATEMENTS, "statement")
-    for key, statement in statements.items():
-        field = f"$.statements.{key}"
-        _placeholders(path, f"{field}.text", statement["text"], vocab.STATEMENTS[key])
-        _known(path, f"{field}.citations", statement["citations"], kb.citations, "citation id")
+        raise _fail(path, field, f"missing: {', '.join(missing)}")
+    _known(path, field, texts, spec, "key")
+    for key, text in texts.items():
+        _placeholders(path, f"{field}.{key}", text, spec[key])
 
 
 def _check_card(path: Path, card: str, doc: dict[str, Any], spec: dict[str, frozenset[str]]) -> None:
@@ -98,7 +108,9 @@ def _check_card(path: Path, card: str, doc: dict[str, Any], spec: dict[str, froz
         _placeholders(path, f"$.cards.{card}.override_reasons[{index}]", reason["display"], frozenset())
 
 
-def check_treatments(path: Path, doc: dict[str, Any], kb: Knowledge, medications: dict[str, Any]) -> None:
+def check_treatments(
+    path: Path, doc: dict[str, Any], kb: Knowledge, medications: dict[str, Any], routes: dict[str, Any]
+) -> None:
     seen: set[str] = set()
     for index, option in enumerate(doc["options"]):
         field = f"$.options[{index}]"
@@ -108,27 +120,53 @@ def check_treatments(path: Path, doc: dict[str, Any], kb: Knowledge, medications
         _known(path, f"{field}.citations", option["citations"], kb.citations, "citation id")
         _check_drug(path, field, option, medications)
         for d_index, dose in enumerate(option.get("dosing", [])):
-            _check_dose(path, f"{field}.dosing[{d_index}]", dose)
+            _check_dose(path, f"{field}.dosing[{d_index}]", dose, routes)
 
 
 def _check_drug(path: Path, field: str, option: dict[str, Any], medications: dict[str, Any]) -> None:
     cls = option.get("drug_class")
     if cls is None:
-        if option.get("orderable") or "rxnorm" in option:
-            raise _fail(path, f"{field}.drug_class", "required for orderable options and RxNorm codes")
+        if "rxnorm" in option or option.get("dosing"):
+            raise _fail(path, f"{field}.drug_class", "required for dosed options and RxNorm codes")
         return
     if cls not in medications:
         raise _fail(path, f"{field}.drug_class", f"unknown drug class {cls}")
     codes = {c["code"] for c in medications[cls]["rxnorm"]}
     if "rxnorm" in option and option["rxnorm"] not in codes:
         raise _fail(path, f"{field}.rxnorm", f"{option['rxnorm']} is not a code of class {cls}")
-    if option.get("orderable") and not option.get("dosing"):
-        raise _fail(path, f"{field}.dosing", "an orderable option needs the review's dosing text")
 
 
-def _check_dose(path: Path, field: str, dose: dict[str, Any]) -> None:
+def _check_dose(path: Path, field: str, dose: dict[str, Any], routes: dict[str, Any]) -> None:
+    text = dose["text"]
     for key, unit in (("per_kg", "mg/kg"), ("per_m2", "mg/m²")):
         for index, amount in enumerate(dose.get(key, [])):
-            printed = f"{amount_text(tuple(amount['mg']))} {unit}"
-            if printed not in dose["text"]:
+            printed = f"{amount_text(amount['mg'])} {unit}"
+            if printed not in text:
                 raise _fail(path, f"{field}.{key}[{index}]", f"'{printed}' does not appear in the dose text")
+            every = amount.get("every_hours")
+            if every is not None and f"every {every:g} h" not in text:
+                raise _fail(
+                    path, f"{field}.{key}[{index}].every_hours", f"'every {every:g} h' not in the text"
+                )
+            if (every is None) == (amount["basis"] == "dose" and "every" in amount["label"]):
+                raise _fail(
+                    path, f"{field}.{key}[{index}]", "a per-dose amount given 'every n h' needs every_hours"
+                )
+    order = dose.get("order")
+    if order is not None:
+        _check_order(path, f"{field}.order", order, text, routes)
+
+
+def _check_order(path: Path, field: str, order: dict[str, Any], text: str, routes: dict[str, Any]) -> None:
+    dose = order["dose"]
+    numbers = [dose["value"]] if "value" in dose else [n for n in (dose.get("low"), dose.get("high")) if n]
+    printed = f"{amount_text(numbers)} {PRINTED_UNITS[dose['unit']]}"
+    if printed not in text:
+        raise _fail(path, f"{field}.dose", f"'{printed}' does not appear in the dose text")
+    for part in ("timing", "route"):
+        says = order.get(part, {}).get("says")
+        if says is not None and says not in text:
+            raise _fail(path, f"{field}.{part}.says", f"'{says}' does not appear in the dose text")
+    route = order.get("route")
+    if route is not None and route["code"] not in routes:
+        raise _fail(path, f"{field}.route.code", f"unknown route {route['code']} (templates.yaml routes)")

@@ -7,13 +7,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cds_service.cards import people
 from cds_service.cards.content import CardContent, CardTemplate
 from cds_service.cards.invariants import MAX_SUMMARY, CardInvariantError
 from cds_service.cards.markdown import Citer, md
 from cds_service.cards.templating import fill
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import Knowledge
-from cds_service.engine.model import EvaluationResult
+from cds_service.engine.model import EvaluationResult, Gap
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +25,13 @@ class CardContext:
     hook: str
     base_url: str
     smart_launch_url: str | None
-    data_gaps: tuple[str, ...]
+    data_gaps: tuple[str, ...]  # prefetch keys that could not be had (missing, failed or incomplete)
     uuid_factory: Callable[[], str]
     fhir_server: str | None
     patient_id: str
+    user_id: str | None = None  # context.userId ("Practitioner/123"): the drafts' requester
+    encounter_id: str | None = None
+    acknowledged: bool = False  # the same card was overridden as "already aware" recently (repeat alerts)
 
 
 @dataclass
@@ -55,6 +59,33 @@ class Env:
     def citation_texts(self, ids: Iterable[str]) -> str:
         return "; ".join(self.kb.citation_text(cid) for cid in ids)
 
+    def text(self, raw: str) -> str:
+        """Engine text with units and numbers for people (not yet escaped)."""
+        return people.text(raw, self.content.display_units)
+
+    def status(self, status: str) -> str:
+        """The IEC-HS status in words ("not met", never the code "not-met")."""
+        return self.label(f"status_{status}")
+
+    def gap(self, result: EvaluationResult, gap: Gap, part: str) -> str:
+        """The card's words for an engine gap, keyed on its code (`part`: summary | detail); not escaped."""
+        words = self.content.gap_words[gap.code]
+        days = max(1, round((result.at - result.window_start).total_seconds() / 86400))
+        analytes = " or ".join(people.in_sentence(self.kb.display(a)) for a in gap.analytes)
+        text = words.summary if part == "summary" else words.detail
+        return fill(text, {"days": str(days), "analytes": analytes})
+
+    def quantity(self, value: float, unit: str) -> str:
+        return people.quantity(value, unit, self.content.display_units)
+
+    def footer(self) -> str:
+        """'Sources: [1] Fugere 2023 §5 (S); [2] ...': short names, resolved in full on the dashboard."""
+        items = []
+        for number, cid in enumerate(self.citer.used(), start=1):
+            short = self.content.citation_short.get(cid) or cid
+            items.append(f"\\[{number}\\] {md(short)} ({self.kb.citations[cid]['status']})")
+        return f"{md(self.label('sources'))}: " + "; ".join(items) if items else ""
+
 
 def grade_phrase(env: Env, result: EvaluationResult) -> str:
     iec = IEC_HS.result(result.instruments)
@@ -65,10 +96,12 @@ def grade_phrase(env: Env, result: EvaluationResult) -> str:
 
 def product_name(env: Env, result: EvaluationResult, *, short: bool) -> str:
     therapy = result.therapy
+    if therapy.product_id in env.content.products_not_identified:
+        return env.label("product_not_identified")
     names = env.content.product_short_names
     if short and therapy.product_id is not None and therapy.product_id in names:
         return names[therapy.product_id]
-    return therapy.product or "immune effector cell therapy"
+    return therapy.product or env.label("product_unknown")
 
 
 def timing(env: Env, result: EvaluationResult, *, short: bool = True) -> str:
@@ -77,6 +110,10 @@ def timing(env: Env, result: EvaluationResult, *, short: bool = True) -> str:
     if day is None:
         return env.label("timing_no_day", product=product)
     return env.label("timing", day=str(day), product=product)
+
+
+def when(env: Env, result: EvaluationResult, instant: Any) -> str:
+    return people.day_time(instant, result.therapy.infusion_time)
 
 
 def crs_word(env: Env, result: EvaluationResult) -> str:
@@ -94,9 +131,7 @@ def summary(template: CardTemplate, key: str, values: dict[str, str]) -> str:
 
 
 def links(template: CardTemplate, ctx: CardContext, result: EvaluationResult) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [
-        {"label": label, "url": url, "type": "absolute"} for label, url in template.links
-    ]
+    out: list[dict[str, Any]] = []
     if ctx.smart_launch_url and template.smart_link:
         context = {"patient": ctx.patient_id, "at": result.at.isoformat(), "view": "iec-hs"}
         out.append(
@@ -107,24 +142,22 @@ def links(template: CardTemplate, ctx: CardContext, result: EvaluationResult) ->
                 "appContext": json.dumps(context, separators=(",", ":"), sort_keys=True),
             }
         )
+    out += [{"label": label, "url": url, "type": "absolute"} for label, url in template.links]
     return out
 
 
 def shell(
-    env: Env, ctx: CardContext, template: CardTemplate, summary_text: str, indicator: str, detail: str
+    env: Env, ctx: CardContext, template: CardTemplate, summary_text: str, indicator: str, detail: str | None
 ) -> dict[str, Any]:
     """The card without suggestions: uuid, summary, indicator, detail, source, override reasons."""
     source = env.content.source
     topic = {**source["topic"], "system": fill(source["topic"]["system"], {"base_url": ctx.base_url})}
     system = fill(env.content.override_reason_system, {"base_url": ctx.base_url})
-    return {
-        "uuid": ctx.uuid_factory(),
-        "summary": summary_text,
-        "indicator": indicator,
-        "detail": detail,
-        "source": {"label": source["label"], "url": source["url"], "topic": topic},
-        "overrideReasons": [
-            {"system": system, "code": code, "display": display}
-            for code, display in template.override_reasons
-        ],
-    }
+    card: dict[str, Any] = {"uuid": ctx.uuid_factory(), "summary": summary_text, "indicator": indicator}
+    if detail:
+        card["detail"] = detail
+    card["source"] = {"label": source["label"], "url": source["url"], "topic": topic}
+    card["overrideReasons"] = [
+        {"system": system, "code": code, "display": display} for code, display in template.override_reasons
+    ]
+    return card

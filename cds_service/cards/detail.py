@@ -1,124 +1,163 @@
-"""The patient-view card detail: status, instruments side by side, IEC-HS criteria, grade, data gaps.
-
-Every line is built from escaped text (markdown.md) and carries the citation of its source.
+"""The card detail, in the issue-17 order: what is happening, therapy given, the next step, what the service
+could not see; then one line pointing to the dashboard and the short sources. No tables: EHR sidebars render
+them poorly. Every statement carries its citation marker; the full evidence is on the dashboard.
 """
 
 from __future__ import annotations
 
-from cds_service.cards.common import CardContext, Env, crs_word, grade_phrase, product_name
-from cds_service.cards.content import CardTemplate
-from cds_service.cards.markdown import bullets, heading, md, table
-from cds_service.engine.instruments.registry import IEC_HS, REGISTRY, title_of
+from cds_service.cards.common import CardContext, Env, crs_word, grade_phrase, timing, when
+from cds_service.cards.content import Option
+from cds_service.cards.course import Course
+from cds_service.cards.dosing import Body, arithmetic, doses_for
+from cds_service.cards.markdown import md
+from cds_service.cards.plan import Step
+from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.model import CriterionResult, EvaluationResult, Evidence
 
-MAX_EVIDENCE = 2  # per criterion cell: the most recent facts are what a reader checks first
-MAX_ISSUES = 5
+MAX_FINDINGS = 4  # plus the status line: the 3-5 decisive findings
+MAX_COURSES = 4
+MAX_GAPS = 3
+# The decisive criteria first: the required ferritin, the HLH-specific manifestations, then the rest.
+ORDER = ("ferritin", "hypofibrinogenemia", "transaminases", "hemophagocytosis", "cytopenias")
 
 
-def _when(evidence: Evidence) -> str:
-    return f" ({evidence.time.strftime('%Y-%m-%d %H:%M')}Z)" if evidence.time else ""
+def section(title: str, items: list[str]) -> list[str]:
+    return [f"**{md(title)}**", *(f"- {item}" for item in items)] if items else []
 
 
-def _finding(env: Env, criterion: CriterionResult) -> str:
-    facts = [e for e in criterion.evidence if e.kind != "note"] or list(criterion.evidence)
-    text = "; ".join(e.description + _when(e) for e in facts[-MAX_EVIDENCE:])
-    if not text and criterion.missing:
-        names = [
-            env.kb.display(m) if m in env.kb.analytes else m.replace("_", " ") for m in criterion.missing
-        ]
-        text = "no data: " + ", ".join(names)
+def _value(criterion: CriterionResult) -> Evidence | None:
+    values = [e for e in criterion.evidence if e.kind == "value" and e.value is not None]
+    return values[-1] if values else None
+
+
+def _finding(env: Env, result: EvaluationResult, criterion: CriterionResult) -> str:
+    evidence = _value(criterion)
+    cite = env.cite([criterion.citation])
+    if evidence is None or evidence.analyte is None or evidence.unit is None:
+        fact = next((e for e in criterion.evidence if e.kind != "note"), None)
+        return f"{md(env.text(fact.description if fact else criterion.label))} {cite}"
+    name = env.kb.display(evidence.analyte)
+    shown = env.quantity(evidence.value or 0.0, evidence.unit)
+    at = f" ({when(env, result, evidence.time)})" if evidence.time else ""
+    limit = env.text(criterion.threshold or criterion.label)
+    return f"{md(f'{name} {shown}{at}; {limit}')} {cite}"
+
+
+def _crs_line(env: Env, result: EvaluationResult) -> str:
+    words = crs_word(env, result)
+    if result.crs:
+        episode = result.crs[-1]
+        words += f" ({env.label('crs_' + episode.source)}"
+        words += f", max grade {episode.max_grade})" if episode.max_grade is not None else ")"
+    return md(words)
+
+
+def happening(env: Env, result: EvaluationResult) -> list[str]:
+    iec = IEC_HS.result(result.instruments)
+    status = env.text(iec.summary) if iec.status != "met" else "IEC-HS criteria met"
+    if iec.grade is not None:
+        status += f", {grade_phrase(env, result)}"
+    head = f"**{md(status)}**, {md(timing(env, result, short=False))}; {_crs_line(env, result)}"
+    head += f" {env.cite([iec.citation])}"
+    met = {c.id: c for c in iec.criteria if c.status == "met" and c.id not in {"iec-therapy", "onset"}}
+    chosen = [met[cid] for cid in ORDER if cid in met] + [c for cid, c in met.items() if cid not in ORDER]
+    return [head, *(_finding(env, result, c) for c in chosen[:MAX_FINDINGS])]
+
+
+def sentence(text: str) -> str:
+    """Text from the data as a sentence start: its first letter capitalised."""
+    return text[:1].upper() + text[1:]
+
+
+def course_line(env: Env, result: EvaluationResult, course: Course, *, state: bool = True) -> str:
+    """'Anakinra: first dose day +12 08:00, last dose day +13 14:00, 6 given, running' (escaped)."""
+    first = when(env, result, course.first)
+    if course.last is None:
+        text = env.label("course_order", drug=course.name, first=first)
+    elif course.doses == 1:
+        text = env.label("course_single", drug=course.name, first=first)
+    else:
+        last = when(env, result, course.last)
+        text = env.label("course", drug=course.name, first=first, last=last, count=str(course.doses))
+    if state:
+        text += f", {env.label('running' if course.running else 'given')}"
     return md(text)
 
 
-def status_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    iec = IEC_HS.result(result.instruments)
-    therapy = result.therapy
-    headline = f"ASTCT IEC-HS: {env.label(iec.status)}"
-    if iec.status == "met":
-        headline += f", {grade_phrase(env, result)}"
-    infused = therapy.infusion_time.date().isoformat() if therapy.infusion_time else "date unknown"
-    day = f"Day +{therapy.day_post_infusion}" if therapy.day_post_infusion is not None else "Day unknown"
-    product = product_name(env, result, short=False)
-    when = f"{day} after {product} (infused {infused}); CRS: {crs_word(env, result)}."
-    return [
-        heading(template.headings["status"]),
-        f"**{md(headline)}** {env.cite([iec.citation])}",
-        "",
-        md(when),
-        "",
-        env.statement("screen"),
-    ]
+def therapy(env: Env, result: EvaluationResult, courses: tuple[Course, ...]) -> list[str]:
+    return [course_line(env, result, course) for course in courses[-MAX_COURSES:]]
 
 
-def instruments_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    """One row per registered instrument: its name (cited), its one-line result, UNVERIFIED if so."""
-    rows = []
-    for instrument in REGISTRY:
-        note = instrument.unverified_note(env.kb, result.instruments)
-        rows.append(
-            (
-                f"{md(instrument.title(env.kb))} {env.cite([result.instruments[instrument.id].citation])}",
-                md(instrument.line(result.instruments)),
-                md("UNVERIFIED" if note else ""),
+def option_line(env: Env, option: Option, result: EvaluationResult, body: Body) -> str:
+    """'**Anakinra** [1, 2]: Adults: 100–200 mg ...; the seed's condition; notes for this population.'"""
+    parts: list[str] = []
+    for dose in doses_for(option, result.patient):
+        text = dose.text if len(doses_for(option, result.patient)) == 1 else f"{dose.population}: {dose.text}"
+        worked = arithmetic(dose, body)
+        parts.append(text + (f" ({'; '.join(worked)})" if worked else ""))
+        parts.extend(dose.notes)
+    if option.condition:
+        parts.append(sentence(option.condition))
+    parts.extend(option.unverified)
+    name = option.order_agent or option.agent
+    return f"**{md(name)}** {env.cite(option.citations)}: " + md(
+        ". ".join(p.rstrip(".") for p in parts) + "."
+    )
+
+
+def pulse_line(env: Env, result: EvaluationResult, body: Body) -> str | None:
+    """Under the standard corticosteroid regimen, the seed's pulse dosing with its own condition (shown, not
+    applied)."""
+    pulse = next((o for o in env.content.options if o.id == "pulse_corticosteroids"), None)
+    doses = doses_for(pulse, result.patient) if pulse else ()
+    if pulse is None or not doses or not pulse.condition:
+        return None
+    worked = arithmetic(doses[0], body)
+    text = f"Pulse dosing, {pulse.condition}: {doses[0].text}" + (f" ({'; '.join(worked)})" if worked else "")
+    return f"{md(text)} {env.cite(pulse.citations)}"
+
+
+def next_lines(env: Env, result: EvaluationResult, step: Step, body: Body) -> list[str]:
+    lines: list[str] = []
+    if step.keep:
+        line = env.label("line_" + step.line)
+        lines.append(
+            md(
+                env.label("first_line_given")
+                if step.line == "first"
+                else f"{line[0].upper()}{line[1:]}: running"
             )
         )
-    return [
-        heading(template.headings["instruments"]),
-        *table(("Instrument", "Result", "Reading"), rows),
-        "",
-        env.statement("caveat"),
-    ]
-
-
-def criteria_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    rows = [
-        (
-            f"{md(c.label)} {env.cite([c.citation])}" + (" UNVERIFIED" if c.unverified else ""),
-            md(c.threshold or ""),
-            _finding(env, c),
-            md(env.label(c.status)),
+    for option in step.options:
+        lines.append(option_line(env, option, result, body))
+        if option.id == "dexamethasone":
+            pulse = pulse_line(env, result, body)
+            if pulse:
+                lines.append(pulse)
+    if step.decision_point is not None and step.next_line is not None:
+        text = env.label(
+            "decision_point",
+            when=when(env, result, step.decision_point),
+            next=env.label("line_" + step.next_line),
         )
-        for c in IEC_HS.result(result.instruments).criteria
-    ]
-    return [
-        heading(template.headings["criteria"]),
-        *table(("Criterion", "Threshold", "Finding", "Status"), rows),
-    ]
-
-
-def grade_section(env: Env, template: CardTemplate, result: EvaluationResult) -> list[str]:
-    iec = IEC_HS.result(result.instruments)
-    if iec.status != "met":
-        return []
-    line = md(grade_phrase(env, result) + (f": {iec.grade_label}" if iec.grade_label else ""))
-    lines = [heading(template.headings["grade"]), f"{line} {env.cite([iec.grading_citation])}", ""]
-    lines += bullets(md(f"Basis: {fact.description}") for fact in iec.grade_basis)
-    lines += bullets(md(f"Could not check: {item}") for item in iec.grade_missing)
-    if iec.grading_unverified:
-        lines += ["", env.statement("grading_unverified")]
+        lines.append(f"{md(text)} {env.cite(['fugere2023', 'hines2023', 'project_derived'])}")
+    elif step.keep and step.next_line is None:
+        lines.append(md(env.label("no_next")))
     return lines
 
 
-def _missing_lines(env: Env, result: EvaluationResult) -> list[str]:
-    return [
-        md(f"No {m.display} in the window (needed by {', '.join(title_of(env.kb, n) for n in m.needed_by)}).")
-        for m in result.missing_data
-    ]
+def unseen(env: Env, result: EvaluationResult, ctx: CardContext) -> list[str]:
+    """At most three: the service's data gaps, then what keeps the IEC-HS status from being decided (the
+    engine's gaps by code, in the card's words)."""
+    items = [md(env.label("gap_key", what=env.content.prefetch_gaps.get(key, key))) for key in ctx.data_gaps]
+    items += [md(env.gap(result, gap, "detail")) for gap in IEC_HS.result(result.instruments).gaps]
+    return items[:MAX_GAPS]
 
 
-def _quality_lines(result: EvaluationResult) -> list[str]:
-    quality = result.data_quality
-    lines = [md(f"{issue.resource}: {issue.problem}") for issue in quality.issues[:MAX_ISSUES]]
-    if len(quality.issues) > MAX_ISSUES:
-        lines.append(md(f"... and {len(quality.issues) - MAX_ISSUES} more data-quality issues."))
-    if quality.fallback_ranges:
-        lines.append(md("ULN/LLN from the fallback table for: " + ", ".join(quality.fallback_ranges)))
-    return lines
-
-
-def gaps_section(env: Env, template: CardTemplate, result: EvaluationResult, ctx: CardContext) -> list[str]:
-    items = [md(gap) for gap in ctx.data_gaps]
-    items += _missing_lines(env, result) + _quality_lines(result)
-    items += [md(f"UNVERIFIED in this evaluation: {item}") for item in result.unverified]
-    items.append(env.statement("alternatives", alternatives=IEC_HS.result(result.instruments).alternatives))
-    return [heading(template.headings["gaps"]), *bullets(items)]
+def assemble(env: Env, sections: list[list[str]]) -> str:
+    blocks = ["\n".join(lines) for lines in sections if lines]
+    blocks.append(md(env.label("more_on_dashboard")))
+    footer = env.footer()
+    if footer:
+        blocks.append(footer)
+    return "\n\n".join(blocks)

@@ -1,8 +1,10 @@
-"""Dose text for a patient: the review's verbatim dosing by population, plus arithmetic where it is allowed.
+"""Dose text for a patient: the seed's verbatim dosing by population, plus arithmetic where it is allowed.
 
-Arithmetic is shown only for doses the review gives per kg (with a recorded weight) or per m² (with a body
-surface area from a recorded height and weight, Mosteller formula; project-derived). Fixed-mg doses are never
-recomputed and no single dose is ever chosen: the prescriber picks within the review's range.
+Arithmetic is shown only for doses the seed gives per kg (with a recorded weight) or per m² (with a body
+surface area from a recorded height and weight, Mosteller formula; project-derived). A per-dose amount given
+"every n h" is shown with its daily total next to any per-day ceiling of the same regimen, so "up to 10 mg/kg
+daily" and "4 mg/kg every 6 h" (16 mg/kg/day) are never read side by side without the total. Fixed-mg doses
+are never recomputed and no single dose is ever chosen: the prescriber picks within the seed's range.
 """
 
 from __future__ import annotations
@@ -64,23 +66,38 @@ def doses_for(option: Option, patient: PatientInfo) -> tuple[Dose, ...]:
     return tuple(d for d in option.dosing if _population_fits(d.population, patient) is not False)
 
 
-def _num(value: float) -> str:
-    return f"{round(value, 1):g}"
+def _range(values: list[float]) -> str:
+    return "–".join(f"{round(v, 1):,g}" for v in values)
 
 
-def _product(amount: Amount, factor: float, unit: str, factor_unit: str) -> str:
-    result = "–".join(_num(mg * factor) for mg in amount.mg)
-    # The factor is shown as used (recorded weight, BSA to 0.01 m²) so the arithmetic checks by eye.
-    return f"{amount_text(amount.mg)} mg/{unit} x {factor:g} {factor_unit} = {result} mg ({amount.label})"
+def _worked(amount: Amount, factor: float, unit: str) -> str:
+    """'4 mg/kg x 25.3 kg = 101.2 mg per dose, every 6 h = 404.8 mg/day (16 mg/kg/day)'."""
+    per = f"mg/{unit}"
+    head = f"{amount_text(amount.mg)} {per} x {factor:g} {unit} = "
+    total = [mg * factor for mg in amount.mg]
+    if amount.basis == "day":
+        return f"{amount.label}: up to {head}{_range(total)} mg/day"
+    line = f"{amount.label}: {head}{_range(total)} mg per dose"
+    if amount.every_hours:
+        per_day = 24 / amount.every_hours
+        line += (
+            f" = {_range([t * per_day for t in total])} mg/day"
+            f" ({_range([mg * per_day for mg in amount.mg])} {per}/day)"
+        )
+    return line
 
 
 def arithmetic(dose: Dose, body: Body) -> tuple[str, ...]:
-    """Worked arithmetic for the per-kg and per-m² doses the review gives, when the inputs are recorded."""
+    """Worked arithmetic for the per-kg and per-m² doses the seed gives, when the inputs are recorded; a
+    per-dose amount with its interval also without a weight gets its per-day total in mg/kg."""
     lines: list[str] = []
-    if body.weight_kg is not None:
-        lines.extend(_product(a, body.weight_kg, "kg", "kg") for a in dose.per_kg)
-    if body.bsa_m2 is not None:
-        lines.extend(_product(a, body.bsa_m2, "m²", "m²") for a in dose.per_m2)
+    for amounts, factor, unit in ((dose.per_kg, body.weight_kg, "kg"), (dose.per_m2, body.bsa_m2, "m²")):
+        for amount in amounts:
+            if factor is not None:
+                lines.append(_worked(amount, factor, unit))
+            elif amount.every_hours:
+                per_day = 24 / amount.every_hours
+                lines.append(f"{amount.label}: {_range([mg * per_day for mg in amount.mg])} mg/{unit}/day")
     return tuple(lines)
 
 
@@ -90,7 +107,7 @@ def labelled(dose: Dose) -> str:
 
 
 def dose_line(dose: Dose, body: Body) -> str:
-    """'Pediatric: up to 10 mg/kg ... (10 mg/kg x 25 kg = 250 mg (IV daily, upper limit); ...)'."""
+    """'Pediatric: up to 10 mg/kg ... (IV daily: 10 mg/kg x 25 kg = 250 mg/day; ...)'."""
     worked = arithmetic(dose, body)
     return f"{labelled(dose)} ({'; '.join(worked)})" if worked else labelled(dose)
 

@@ -1,27 +1,38 @@
-"""Draft FHIR R4 resources for card suggestions: MedicationRequests for treatment options, ServiceRequests
-for labs not on record, and the CDS Hooks suggestion/action wrappers around them.
+"""Draft FHIR R4 resources for card suggestions: MedicationRequests for the next step's options,
+ServiceRequests for the labs that would decide something now, and the CDS Hooks suggestion/action wrappers.
 
-Drafts are proposals (status `draft`, intent `proposal`). A MedicationRequest carries the review's dose range
-as dosage text only (never a structured single dose) and an RxNorm coding only when mappings/medications.yaml
-marks that code verified: an unverified code must not reach a one-click order.
+A draft is a proposal (status `draft`, intent `proposal`) that an EHR can turn into an order:
+
+* MedicationRequest: `medicationCodeableConcept` with the RxNorm code of cards/treatments.yaml (its
+  verification status from mappings/medications.yaml is stated in a note), the seed's dose as structured
+  `dosageInstruction` (`doseAndRate.doseQuantity` or `doseRange` in UCUM, `timing.repeat`, `route` where the
+  seed states one) with the verbatim text, and the weight- or BSA-based arithmetic in a note. A per-kg or
+  per-m² dose is in mg only from a recorded weight (and height); otherwise it stays in mg/kg or mg/m².
+  An option without an RxNorm code is never drafted.
+* ServiceRequest: LOINC-coded, category "Laboratory procedure".
+Both carry the US Core must-support elements the service knows: status, intent, category, code/medication,
+subject, encounter (when the hook names one), authoredOn, requester (the hook's user), reasonCode,
+reportedBoolean (MedicationRequest) and dosageInstruction.text/timing/doseAndRate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from cds_service.cards.content import CardContent, Dose, Option
-from cds_service.cards.dosing import Body, dose_line
+from cds_service.cards.common import CardContext
+from cds_service.cards.content import CardContent, Dose, Option, OrderDose
+from cds_service.cards.dosing import Body, arithmetic, doses_for, labelled
 from cds_service.engine.catalog import LOINC, RXNORM
-from cds_service.engine.instruments.registry import title_of
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
 
-DAILY = timedelta(hours=24)  # Hines Table 4 "daily" monitoring, operationalised as 24 h [D]
+UCUM = "http://unitsofmeasure.org"
+RECENT = timedelta(hours=24)  # Hines Table 4 "daily", operationalised as 24 h [D]
 REASON_TEXT = "Immune effector cell-associated HLH-like syndrome (IEC-HS)"
+STATUS_WORDS = {"V": "verified", "S": "from the seed only", "R": "UNVERIFIED", "D": "project-derived"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,38 +44,48 @@ class LabGap:
     reason: str
 
 
-def _needed_by(kb: Knowledge, names: Iterable[str]) -> str:
-    return ", ".join(title_of(kb, name) for name in names)
-
-
 def _loinc_display(kb: Knowledge, analyte: str, code: str) -> str:
     codes = kb.analytes[analyte]["codes"]
     return str(next((c["display"] for c in codes if c["code"] == code), kb.display(analyte)))
 
 
-def labs_to_order(
-    result: EvaluationResult, content: CardContent, kb: Knowledge, *, monitoring: bool
+def lab_gap(kb: Knowledge, analyte: str, reason: str) -> LabGap | None:
+    code = kb.first_loinc(analyte)
+    if code is None:
+        return None
+    return LabGap(analyte, kb.display(analyte), code, _loinc_display(kb, analyte, code), reason)
+
+
+def deciding_labs(
+    result: EvaluationResult, content: CardContent, kb: Knowledge, analytes: Iterable[str], reason: str
 ) -> tuple[LabGap, ...]:
-    """Orderable labs that criteria need and the window lacks; with `monitoring`, also the Table 4 daily
-    labs with no result in the last 24 h. In cards/templates.yaml order, each once."""
+    """Orderable labs among `analytes` with no result in the last 24 h, in cards/templates.yaml order."""
+    wanted = set(analytes)
     latest = {lab.analyte: lab for lab in result.latest}
-    missing = {m.analyte: m for m in result.missing_data}
-    gaps: list[LabGap] = []
-    for analyte, daily in content.orderable_labs.items():
+    gaps = []
+    for analyte in content.orderable_labs:
         last = latest.get(analyte)
-        if analyte in missing and (last is None or last.time < result.window_start):
-            reason = f"not in the evaluation window; needed by {_needed_by(kb, missing[analyte].needed_by)}"
-        elif monitoring and daily and (last is None or result.at - last.time > DAILY):
-            reason = "daily monitoring (Hines 2023 Table 4): no result in the last 24 h"
-        else:
-            continue
-        code = (missing[analyte].loinc if analyte in missing else None) or kb.first_loinc(analyte)
-        if code is not None:
-            gaps.append(LabGap(analyte, kb.display(analyte), code, _loinc_display(kb, analyte, code), reason))
+        if analyte in wanted and (last is None or result.at - last.time > RECENT):
+            gap = lab_gap(kb, analyte, reason)
+            if gap is not None:
+                gaps.append(gap)
     return tuple(gaps)
 
 
-def service_request(gap: LabGap, patient_id: str, content: CardContent) -> dict[str, Any]:
+def _common(ctx: CardContext, authored: datetime) -> dict[str, Any]:
+    out: dict[str, Any] = {"subject": {"reference": f"Patient/{ctx.patient_id}"}}
+    if ctx.encounter_id:
+        out["encounter"] = {"reference": f"Encounter/{ctx.encounter_id}"}
+    out["authoredOn"] = authored.date().isoformat()
+    if ctx.user_id and "/" in ctx.user_id:
+        out["requester"] = {"reference": ctx.user_id}
+    return out
+
+
+def service_request(
+    gap: LabGap, ctx: CardContext, content: CardContent, authored: datetime
+) -> dict[str, Any]:
+    common = _common(ctx, authored)
     return {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -74,37 +95,87 @@ def service_request(gap: LabGap, patient_id: str, content: CardContent) -> dict[
             "coding": [{"system": LOINC, "code": gap.loinc, "display": gap.loinc_display}],
             "text": gap.display,
         },
-        "subject": {"reference": f"Patient/{patient_id}"},
+        **common,
         "reasonCode": [{"text": f"IEC-HS screening: {gap.reason}"}],
     }
 
 
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": round(value, 1), "unit": unit, "system": UCUM, "code": unit}
+
+
+def _dose(dose: OrderDose, body: Body) -> tuple[dict[str, Any], str]:
+    """doseQuantity or doseRange, in mg when the weight / BSA is recorded, else in the seed's per-kg unit."""
+    factor, unit = 1.0, dose.unit
+    if dose.unit == "mg/kg" and body.weight_kg is not None:
+        factor, unit = body.weight_kg, "mg"
+    elif dose.unit == "mg/m2" and body.bsa_m2 is not None:
+        factor, unit = body.bsa_m2, "mg"
+    if dose.value is not None:
+        return {"doseQuantity": _quantity(dose.value * factor, unit)}, unit
+    dose_range: dict[str, Any] = {"high": _quantity((dose.high or 0.0) * factor, unit)}
+    if dose.low is not None:
+        dose_range = {"low": _quantity(dose.low * factor, unit), **dose_range}
+    return {"doseRange": dose_range}, unit
+
+
+def dosage(dose: Dose, body: Body, content: CardContent) -> dict[str, Any]:
+    """One structured Dosage: the verbatim text, timing, route (when the seed states it), dose."""
+    out: dict[str, Any] = {"text": labelled(dose)}
+    order = dose.order
+    if order is None:
+        return out
+    repeat: dict[str, Any] = {"frequency": order.timing.frequency, "period": order.timing.period}
+    if order.timing.period_max is not None:
+        repeat["periodMax"] = order.timing.period_max
+    repeat["periodUnit"] = order.timing.unit
+    out["timing"] = {"repeat": repeat}
+    if order.route is not None:
+        route = content.routes[order.route]
+        out["route"] = {"coding": [{k: route[k] for k in ("system", "code", "display")}]}
+    amount, _unit = _dose(order.dose, body)
+    out["doseAndRate"] = [amount]
+    return out
+
+
 def medication_request(
     option: Option,
-    doses: tuple[Dose, ...],
+    result: EvaluationResult,
     body: Body,
-    patient_id: str,
+    ctx: CardContext,
     content: CardContent,
-    cite_text: Callable[[Iterable[str]], str],
-) -> dict[str, Any]:
-    """A draft order for `option` with the review's dose range(s) for this patient as text."""
+    cite_text: str,
+) -> dict[str, Any] | None:
+    """A draft order for `option` with the seed's dose for this patient; None without an RxNorm code or a
+    structured dose for this patient."""
+    doses = [d for d in doses_for(option, result.patient) if d.order is not None]
+    if option.rxnorm is None or not doses:
+        return None
+    dose = doses[0]  # the first regimen the seed lists for this population
     agent = option.order_agent or option.agent
-    concept: dict[str, Any] = {"text": agent}
-    if option.rxnorm is not None and option.rxnorm in content.verified_rxnorm:
-        concept["coding"] = [{"system": RXNORM, "code": option.rxnorm}]
+    code = content.rxnorm[option.rxnorm]
     notes = [
-        "Dose range as given by the review; the prescriber chooses the dose. "
-        f"Sources: {cite_text(option.citations)}"
+        f"Dose as given by the seed ({dose.text}); the prescriber confirms the dose. Sources: {cite_text}",
+        f"RxNorm {code.code} ({agent.lower()}, ingredient): verification status {code.status} "
+        f"({STATUS_WORDS[code.status]}); confirm the product when signing.",
     ]
-    notes.extend(option.unverified)
+    notes += [f"Arithmetic [project-derived]: {line}" for line in arithmetic(dose, body)]
+    if dose.order is not None and dose.order.route is None:
+        notes.append("The seed states no route for this dose.")
+    notes += list(option.unverified)
     return {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": "proposal",
-        "medicationCodeableConcept": concept,
-        "subject": {"reference": f"Patient/{patient_id}"},
+        "category": [{"coding": [dict(content.medication_category)]}],
+        "reportedBoolean": False,
+        "medicationCodeableConcept": {
+            "coding": [{"system": RXNORM, "code": code.code, "display": agent.lower()}],
+            "text": agent,
+        },
+        **_common(ctx, result.at),
         "reasonCode": [{"text": REASON_TEXT}],
-        "dosageInstruction": [{"text": dose_line(dose, body)} for dose in doses],
+        "dosageInstruction": [dosage(dose, body, content)],
         "note": [{"text": note} for note in notes],
     }
 

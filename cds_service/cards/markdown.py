@@ -59,6 +59,10 @@ class Citer:
             numbers.append(self._order.index(cid) + 1)
         return "[" + ", ".join(str(n) for n in sorted(set(numbers))) + "]"
 
+    def used(self) -> tuple[str, ...]:
+        """The citation ids cited so far, in citation-number order."""
+        return tuple(self._order)
+
     def references(self) -> list[str]:
         lines: list[str] = []
         for number, cid in enumerate(self._order, start=1):

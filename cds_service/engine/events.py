@@ -143,6 +143,7 @@ def drug_events(kb: Knowledge, resources: ResourceSet, issues: list[DataIssue]) 
                     text=concept_label(concept),
                     end=period_end(resource, "effectivePeriod") if period else None,
                     period=period,
+                    status=status,
                 )
             )
     events.sort(key=lambda e: e.time)

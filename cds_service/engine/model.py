@@ -89,6 +89,7 @@ class DrugEvent:
     text: str
     end: datetime | None = None
     period: bool = False  # an effectivePeriod (an infusion), not a single administration time
+    status: str | None = None  # the resource's status code (an order's "active", "completed", ...)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -94,6 +95,9 @@ def feedback(service_id: str) -> Response:
     records = [record_from_item(service_id, item) for item in document["feedback"]]
     with timed("store"):
         stored = state.feedback.add(records)
+        alerts = current_app.config.get("REPEAT_ALERTS")
+        if alerts is not None:
+            alerts.feedback(records, datetime.now(UTC))
     annotate(service_id=service_id, feedback_received=len(records), feedback_stored=stored)
     return jsonify({"received": len(records), "stored": stored})
 
@@ -121,6 +125,7 @@ def hook_environment() -> HookEnvironment:
         cards=get_state().cards,
         validate_response=bool(config.get("VALIDATE_RESPONSES", True)),
         observe=_watch_observer(),
+        repeat_alerts=config.get("REPEAT_ALERTS"),
     )
 
 

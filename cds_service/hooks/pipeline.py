@@ -17,8 +17,10 @@ from typing import Any
 from cds_service.cards.content import CardContent
 from cds_service.cards.render import CardContext, render_order_hook, render_patient_view
 from cds_service.engine import EvaluationResult, evaluate
+from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import Knowledge
 from cds_service.hooks.prefetch import FetchEnvironment, ResolvedPrefetch, resolve
+from cds_service.hooks.repeat_alerts import RepeatAlerts
 from cds_service.hooks.request import HookRequest
 from cds_service.hooks.services import ServiceDefinition
 from cds_service.hooks.validation import fast_validator, first_error, json_path, validator
@@ -46,17 +48,14 @@ class HookEnvironment:
     validate_response: bool = True
     # Called with every evaluation (the watch list enrols CAR-T patients from it); must not raise.
     observe: Callable[[HookRequest, EvaluationResult], None] | None = None
+    repeat_alerts: RepeatAlerts | None = None  # one-line cards after "already aware" overrides
 
 
 def run_hook(
     request: HookRequest, service: ServiceDefinition, env: HookEnvironment, timer: Timer
 ) -> tuple[dict[str, Any], ResolvedPrefetch]:
     """Answer one hook call: the CDS response body and how its prefetch was resolved."""
-    with timer("prefetch"):
-        resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
-    with timer("evaluate"):
-        # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
-        result = evaluate(resolved.data, knowledge=env.knowledge, at=env.at)
+    result, resolved = evaluate_request(request, service, env, timer)
     if env.observe is not None:
         with timer("observe"):
             env.observe(request, result)
@@ -69,10 +68,26 @@ def run_hook(
     return response, resolved
 
 
+def evaluate_request(
+    request: HookRequest, service: ServiceDefinition, env: HookEnvironment, timer: Timer
+) -> tuple[EvaluationResult, ResolvedPrefetch]:
+    """Resolve the prefetch and evaluate: the evaluation behind the cards (and the preview's evidence view,
+    which shows it in full)."""
+    with timer("prefetch"):
+        resolved = resolve(request, service, env.fetch, env.at or datetime.now(UTC), env.deadline)
+    with timer("evaluate"):
+        # draftOrders stay out of the engine input: an unsigned order is not a drug the patient received.
+        result = evaluate(resolved.data, knowledge=env.knowledge, at=env.at)
+    return result, resolved
+
+
 def render_cards(
     request: HookRequest, result: EvaluationResult, gaps: tuple[str, ...], env: HookEnvironment
 ) -> list[dict[str, Any]]:
-    """Dispatch to the card renderer for the request's hook."""
+    """Dispatch to the card renderer for the request's hook (patient-view: with repeat-alert suppression)."""
+    user = request.context.get("userId")
+    encounter = request.context.get("encounterId")
+    identity, acknowledged = _identity(request, result, env)
     context = CardContext(
         service_id=request.service_id,
         hook=request.hook,
@@ -82,12 +97,29 @@ def render_cards(
         uuid_factory=env.uuid_factory,
         fhir_server=request.fhir_server,
         patient_id=request.patient_id,
+        user_id=user if isinstance(user, str) else None,
+        encounter_id=encounter if isinstance(encounter, str) else None,
+        acknowledged=acknowledged,
     )
     if request.hook == "patient-view":
-        return render_patient_view(result, context, content=env.cards, knowledge=env.knowledge)
+        cards = render_patient_view(result, context, content=env.cards, knowledge=env.knowledge)
+        if identity is not None and env.repeat_alerts is not None and cards:
+            env.repeat_alerts.issued([str(c["uuid"]) for c in cards], identity, datetime.now(UTC))
+        return cards
     return render_order_hook(
         result, request.draft_orders, request.selections, context, content=env.cards, knowledge=env.knowledge
     )
+
+
+def _identity(
+    request: HookRequest, result: EvaluationResult, env: HookEnvironment
+) -> tuple[str | None, bool]:
+    """The card identity (keyed hash) of a met patient-view card and whether it is acknowledged now."""
+    iec = IEC_HS.result(result.instruments)
+    if env.repeat_alerts is None or request.hook != "patient-view" or iec.status != "met":
+        return None, False
+    identity = env.repeat_alerts.identity(request.patient_id, request.service_id, iec.status, iec.grade)
+    return identity, env.repeat_alerts.acknowledged(identity, datetime.now(UTC))
 
 
 def check_response(response: dict[str, Any]) -> None:

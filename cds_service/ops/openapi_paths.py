@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cds_service.ops.openapi_components import html_page
+from cds_service.ops.openapi_components import html_page, text_response
 from cds_service.ops.openapi_smart import smart_paths
 from cds_service.ops.openapi_watch import watch_paths
 
@@ -216,6 +216,36 @@ def preview_paths() -> dict[str, Any]:
                 },
             }
         },
+        "/preview/evidence": {
+            "post": html_page(
+                "Evidence view: the dashboard for one hook request, without SMART",
+                "Evaluates the hook request as the hook does (same prefetch resolution, knowledge and "
+                "instant: the `instant` field where the hook honours the instant header) and renders the "
+                "SMART dashboard's template: criteria tables, instruments side by side, the review's "
+                "treatment lines, data quality, every source and the UNVERIFIED list. Off unless "
+                "CDS_PREVIEW_EVIDENCE (on in development); outside development no FHIR server is contacted.",
+                "preview",
+                operationId="evidenceView",
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {"schema": _evidence_form()},
+                        "application/json": {"schema": _evidence_json()},
+                    },
+                },
+                responses={
+                    "200": text_response("text/html", "The evidence page (never cached)"),
+                    **_outcomes(
+                        s400="Invalid form, hook request or instant",
+                        s404="Unknown service, or the evidence view is off (CDS_PREVIEW_EVIDENCE)",
+                        s412="A required prefetch key is missing and cannot be fetched",
+                        s413="Body larger than CDS_MAX_REQUEST_BYTES",
+                        s415="Neither a form nor JSON",
+                        s429="Too many requests from this client (CDS_RATE_LIMIT)",
+                    ),
+                },
+            )
+        },
         "/preview/static/{filename}": {
             "get": {
                 "tags": ["preview"],
@@ -240,6 +270,30 @@ def preview_paths() -> dict[str, Any]:
                 "parameters": [static_name],
                 "responses": not_found,
             }
+        },
+    }
+
+
+def _evidence_form() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["service", "request"],
+        "properties": {
+            "service": {"type": "string", "description": "The CDS service id the request was sent to"},
+            "request": {"type": "string", "description": "The hook request, as JSON text"},
+            "instant": {"type": "string", "description": "RFC 3339 evaluation instant (development)"},
+        },
+    }
+
+
+def _evidence_json() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["serviceId", "request"],
+        "properties": {
+            "serviceId": {"type": "string"},
+            "request": {"type": "object", "description": "The hook request"},
+            "instant": {"type": "string"},
         },
     }
 

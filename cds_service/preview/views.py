@@ -7,13 +7,16 @@ pasted FHIR Bundle) into the hook request an EHR would send, and names the insta
 
 from __future__ import annotations
 
+import socket
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, jsonify, render_template, request
 from flask.blueprints import BlueprintSetupState
 
 from cds_service import __version__
+from cds_service.config import Settings
 from cds_service.engine.knowledge import Knowledge
 from cds_service.errors import InvalidRequest, NotFound
 from cds_service.hooks.request import parse_json_body
@@ -25,6 +28,7 @@ from cds_service.preview.builder import (
     draft_drugs,
     service_for_hook,
 )
+from cds_service.preview.evidence import evidence_page
 from cds_service.preview.rebase import day_shift_for, rebase, shift_for
 from cds_service.preview.scenarios import find_scenario, list_scenarios
 from cds_service.web.state import get_state
@@ -32,6 +36,7 @@ from cds_service.web.wsgi_body import request_body
 
 # A pasted Bundle is built into a request in proportion to its size; the largest fixture scenario is 1.7 MB.
 MAX_BUILD_BYTES = 4 * 1024 * 1024
+LAUNCHER_PROBE_S = 0.5  # a local launcher answers a connection at once; a dead one is refused at once
 bp = Blueprint(
     "preview",
     __name__,
@@ -39,10 +44,16 @@ bp = Blueprint(
     static_folder="static",
     static_url_path="/preview/static",
 )
-# The page runs only its own script and style sheet, talks only to this origin, and is never framed.
+# The page runs only its own script and style sheet, talks and posts forms (the evidence view) only to this
+# origin, and is never framed.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+# The evidence view (a dashboard page): no scripts at all, styles and images from this origin only.
+EVIDENCE_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 
 
@@ -76,7 +87,25 @@ def page() -> str:
         scenarios=scenarios,
         drugs=drugs,
         instant_header=clock.HEADER,
+        ehr_launch=running_launcher(state.settings),
+        evidence=state.settings.preview_evidence,
     )
+
+
+def running_launcher(settings: Settings) -> str | None:
+    """The EHR launcher the page may hand the card's SMART link to: development only, configured
+    (CDS_PREVIEW_EHR_LAUNCH_URL; `make run` names `make stack`'s) and accepting connections now. A stack
+    started later is found on the next page load; without one the link opens the evidence view."""
+    url = settings.preview_ehr_launch_url
+    if not settings.dev_mode or url is None:
+        return None
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=LAUNCHER_PROBE_S):
+            return url
+    except OSError:
+        return None
 
 
 @bp.post("/preview/hook-request")
@@ -111,6 +140,16 @@ def hook_request() -> Response:
             "request": hook,
         }
     )
+
+
+@bp.post("/preview/evidence")
+def evidence() -> Response:
+    """The dashboard for a hook request, without SMART (cds_service.preview.evidence); an HTML page that
+    holds patient data: never cached, never framed, no scripts."""
+    response = Response(evidence_page(), mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Security-Policy"] = EVIDENCE_POLICY
+    return response
 
 
 def _source(document: dict[str, Any]) -> tuple[dict[str, Any], datetime | None]:

@@ -1,4 +1,6 @@
-"""The dashboard's view model: the engine result plus banner, charts and sources, ready for the template."""
+"""The dashboard's view model: the engine result plus banner, charts, sources and the full evidence behind
+the card (treatment by line, the UNVERIFIED list: cds_service.smart.evidence), ready for the template. The
+SMART dashboard and the preview's evidence view render the same model with the same template."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any, Literal
 
 from markupsafe import Markup
 
+from cds_service.cards.content import CardContent
 from cds_service.engine.instruments.registry import IEC_HS, REGISTRY
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import CriterionResult, EvaluationResult
@@ -16,18 +19,28 @@ from cds_service.smart.charts.model import Chart
 from cds_service.smart.charts.panels import build_charts
 from cds_service.smart.charts.svg import render
 from cds_service.smart.charts.text import Row, describe, rows
+from cds_service.smart.evidence import (
+    TreatmentLine,
+    UnverifiedItem,
+    citation_url,
+    content_citations,
+    known,
+    treatment_lines,
+    unverified_items,
+)
 from cds_service.smart.fhirdata import display_name
 
-InstantSource = Literal["card", "chosen", "now"]
+InstantSource = Literal["card", "chosen", "now", "hook"]
 SECTION_ORDER = {
-    "iec-hs": ("summary", "trends", "criteria", "data"),
-    "trends": ("trends", "summary", "criteria", "data"),
-    "criteria": ("summary", "criteria", "trends", "data"),
+    "iec-hs": ("summary", "trends", "criteria", "treatment", "data", "unverified"),
+    "trends": ("trends", "summary", "criteria", "treatment", "data", "unverified"),
+    "criteria": ("summary", "criteria", "trends", "treatment", "data", "unverified"),
 }
 INSTANT_SOURCES = {
     "card": "the card's evaluation instant, from the launch context",
     "chosen": "an instant chosen on this page",
     "now": "now",
+    "hook": "the hook call's evaluation instant",
 }
 
 
@@ -53,6 +66,7 @@ class Source:
     id: str
     text: str
     url: str | None
+    status: str = ""  # V / S / R / D of mappings/citations.yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,9 @@ class DashboardView:
     at_source: InstantSource
     notices: list[str]
     fhir_user: str | None
+    treatment: list[TreatmentLine]
+    unverified: list[UnverifiedItem]
+    data_gaps: list[str]  # what could not be read (prefetch keys, or record searches cut short)
 
     @property
     def at_description(self) -> str:
@@ -137,24 +154,22 @@ def all_criteria(result: EvaluationResult) -> list[CriterionResult]:
     return [criterion for instrument in REGISTRY for criterion in ins[instrument.id].criteria]
 
 
-def sources(kb: Knowledge, result: EvaluationResult) -> list[Source]:
-    """Every citation the page refers to, in first-use order."""
+def sources(kb: Knowledge, result: EvaluationResult, content: CardContent) -> list[Source]:
+    """Every citation the page refers to (instruments, criteria, the card content), in first-use order."""
     ins = result.instruments
     ids = [IEC_HS.result(ins).citation, IEC_HS.result(ins).grading_citation]
     ids += [ins[instrument.id].citation for instrument in REGISTRY]
     ids += [c.citation for c in all_criteria(result)]
-    out = []
-    for cid in dict.fromkeys(ids):
-        entry = kb.citations.get(cid)
-        if entry is None:
-            continue
-        url = entry.get("url") or (f"https://doi.org/{entry['doi']}" if entry.get("doi") else None)
-        out.append(Source(cid, str(entry["text"]), url))
-    return out
+    ids += content_citations(content)
+    return [
+        Source(cid, str(kb.citations[cid]["text"]), citation_url(kb, cid), str(kb.citations[cid]["status"]))
+        for cid in known(kb, ids)
+    ]
 
 
 def build_view(
     kb: Knowledge,
+    content: CardContent,
     result: EvaluationResult,
     patient: dict[str, Any],
     *,
@@ -163,6 +178,7 @@ def build_view(
     at_source: InstantSource,
     notices: list[str],
     fhir_user: str | None,
+    data_gaps: list[str] | None = None,
 ) -> DashboardView:
     charts = []
     for chart in build_charts(kb, result):
@@ -177,11 +193,14 @@ def build_view(
         show_banner=show_banner,
         charts=charts,
         drugs=[(DRUG_SYMBOLS.get(c, c[:2].title()), c) for c in used],
-        sources=sources(kb, result),
+        sources=sources(kb, result, content),
         panels=panels(kb, result),
         sections=SECTION_ORDER[chosen],
         view=chosen,
         at_source=at_source,
         notices=notices,
         fhir_user="/".join(fhir_user.rstrip("/").split("/")[-2:]) if fhir_user else None,  # Practitioner/id
+        treatment=treatment_lines(content),
+        unverified=unverified_items(result, content),
+        data_gaps=list(data_gaps or ()),
     )

@@ -268,11 +268,13 @@ def _dashboard_view(session: SmartSession, context: LaunchContext) -> tuple[Dash
     with parse_budget():
         result = evaluate(record.data, at=at, knowledge=core.knowledge)
     notices = list(app_context.notes)
+    incomplete = [f"{t}: not every page could be read" for t in record.incomplete]
     notices += [
         f"Not every {t} page could be read; the picture may be incomplete." for t in record.incomplete
     ]
     view = build_view(
         core.knowledge,
+        core.cards,
         result,
         record.patient,
         show_banner=context.need_patient_banner,
@@ -280,6 +282,7 @@ def _dashboard_view(session: SmartSession, context: LaunchContext) -> tuple[Dash
         at_source=source,
         notices=notices,
         fhir_user=context.fhir_user,
+        data_gaps=incomplete,
     )
     return view, app_context
 

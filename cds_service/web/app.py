@@ -44,13 +44,14 @@ from requests.adapters import HTTPAdapter
 
 from cds_service import watch
 from cds_service.auth import auth_defaults
-from cds_service.cards.content import load_card_content
+from cds_service.cards.content import CardContent, load_card_content
 from cds_service.config import ENV_VARIABLES, Settings
 from cds_service.engine import evaluate
 from cds_service.engine.knowledge import Knowledge, load_knowledge
 from cds_service.hooks import typed_request, validation
 from cds_service.hooks.api import bp as cds_blueprint
 from cds_service.hooks.feedback import FeedbackStore
+from cds_service.hooks.repeat_alerts import RepeatAlerts, secret_from
 from cds_service.hooks.services import build_registry
 from cds_service.ops.blueprints import BLUEPRINTS as ops_blueprints
 from cds_service.smart import bp as smart_blueprint
@@ -96,6 +97,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     registry = build_registry(knowledge)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, knowledge, cards, registry, store)
     watch_list = watch.init_app(app, settings, knowledge, registry)
+    _install_repeat_alerts(app, settings, store, cards)
     observability.init_app(app)
     ratelimit.init_app(app, settings)
     cors.init_app(app, settings.cors_origins)
@@ -110,6 +112,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         warning = DEV_MODE_AUTH_WARNING if settings.trusted_clients_configured else DEV_MODE_WARNING
         log.warning(warning, extra={"event": "dev-mode"})
     return app
+
+
+def _install_repeat_alerts(app: Flask, settings: Settings, store: FeedbackStore, cards: CardContent) -> None:
+    """Repeat-alert suppression (cds_service.hooks.repeat_alerts) in the feedback database."""
+    if "REPEAT_ALERTS" in app.config:
+        return
+    secret = secret_from(app.config.get("REPEAT_ALERT_KEY"), dev_mode=settings.dev_mode)
+    alerts = RepeatAlerts(store.engine, secret, cards.repeat_hours, cards.repeat_reasons) if secret else None
+    app.config["REPEAT_ALERTS"] = alerts
 
 
 def _install_client_auth(

@@ -1,9 +1,10 @@
 """Per-client rate limits on the anonymous cost centres, with the ``limits`` library.
 
-Two endpoints need no credentials yet cost the service work: a SMART launch (a session, a pending
-authorization and a discovery request to the EHR) and the preview's request builder (CPU in proportion
-to the pasted Bundle). Each client address may call each group ``CDS_RATE_LIMIT`` times (default
-60/minute, a fixed window); beyond that the answer is 429 with Retry-After, before any other work.
+Three endpoints need no credentials yet cost the service work: a SMART launch (a session, a pending
+authorization and a discovery request to the EHR), the preview's request builder (CPU in proportion
+to the pasted Bundle) and the preview's evidence view (an evaluation of the posted hook request). Each
+client address may call each group ``CDS_RATE_LIMIT`` times (default 60/minute, a fixed window); beyond
+that the answer is 429 with Retry-After, before any other work.
 
 Counters live in ``CDS_RATE_LIMIT_STORAGE_URI``: ``memory://`` (default) keeps them per worker process,
 so a client gets up to workers x the limit; ``redis://`` or ``memcached://`` (with that storage's client
@@ -35,6 +36,7 @@ LIMITED_ENDPOINTS = {
     "smart.launch": "smart-launch",
     "smart.standalone": "smart-launch",
     "preview.hook_request": "preview-builder",
+    "preview.evidence": "preview-evidence",
 }
 
 

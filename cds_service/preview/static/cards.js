@@ -128,14 +128,23 @@
   function renderLinks(links) {
     var nav = el("nav", { "class": "cds-card-links", "aria-label": "Card links" });
     var list = el("ul", {});
+    var opener = global.CdsPreviewLinks; /* the preview page stands in for the EHR's SMART launcher */
     links.forEach(function (link) {
       var item = el("li", {});
-      if (/^https?:\/\//.test(link.url)) {
+      if (link.type === "smart" && opener) {
+        var launch = el("button", { type: "button", "class": "dashboard-link" }, link.label);
+        launch.addEventListener("click", function () { opener.openDashboard(link); });
+        item.appendChild(launch);
+        item.appendChild(el("span", { "class": "hint" }, " " + opener.describe()));
+        var evidence = el("button", { type: "button", "class": "evidence-link" }, "Evidence view (no SMART)");
+        evidence.addEventListener("click", function () { opener.openEvidence(); });
+        item.appendChild(evidence);
+      } else if (/^https?:\/\//.test(link.url)) {
         item.appendChild(el("a", { href: link.url, target: "_blank", rel: "noopener noreferrer" }, link.label));
+        if (link.type === "smart") item.appendChild(el("span", { "class": "hint" }, " (SMART app: an EHR adds iss and launch)"));
       } else {
         item.appendChild(document.createTextNode(link.label));
       }
-      if (link.type === "smart") item.appendChild(el("span", { "class": "hint" }, " (SMART app: an EHR adds iss and launch)"));
       list.appendChild(item);
     });
     nav.appendChild(list);

@@ -12,6 +12,7 @@
   var $ = function (id) { return document.getElementById(id); };
   var lastServiceId = null;
   var lastRequest = null;
+  var lastInstant = "";
 
   function setStatus(message, kind) {
     var status = $("status");
@@ -95,6 +96,7 @@
       var answer = await postJson("/cds-services/" + encodeURIComponent(built.serviceId), body, headers);
       lastServiceId = built.serviceId;
       lastRequest = built.request;
+      lastInstant = built.instant || "";
       showAnswer(answer, built);
     } catch (error) {
       setStatus(error.message, "error");
@@ -123,6 +125,42 @@
       setStatus("The service answered " + answer.status + ": " + outcomeText(answer) + where, "error");
     }
   }
+
+  /*
+   * The card's SMART link. An EHR would launch it with iss and launch; here, when the server names a running
+   * EHR launcher (make stack's /ehr/launch, CDS_PREVIEW_EHR_LAUNCH_URL), the page asks it for a real SMART
+   * launch of the card's patient with the card's appContext; otherwise it opens the evidence view: the same
+   * evaluation as the hook call just sent, on the dashboard's template, without SMART.
+   */
+  function openEvidence() {
+    if (!lastRequest) { setStatus("Send a request first: the evidence view shows its evaluation.", "error"); return; }
+    var form = el("form", { method: "post", action: "/preview/evidence", target: "_blank", hidden: "" });
+    [["service", lastServiceId], ["request", JSON.stringify(lastRequest)], ["instant", lastInstant]]
+      .forEach(function (field) { form.appendChild(el("input", { type: "hidden", name: field[0], value: field[1] })); });
+    document.body.appendChild(form);
+    form.submit();
+    form.remove();
+  }
+
+  function openDashboard(link) {
+    if (!data.ehrLaunch) { openEvidence(); return; }
+    var patient = null;
+    try { patient = JSON.parse(link.appContext || "{}").patient; } catch (e) { patient = null; }
+    patient = patient || (lastRequest && lastRequest.context && lastRequest.context.patientId);
+    var url = data.ehrLaunch + "?patient=" + encodeURIComponent(patient) + "&launch_uri=" + encodeURIComponent(link.url);
+    if (link.appContext) url += "&app_context=" + encodeURIComponent(link.appContext);
+    window.open(url, "_blank", "noopener");
+  }
+
+  window.CdsPreviewLinks = {
+    openDashboard: openDashboard,
+    openEvidence: openEvidence,
+    describe: function () {
+      return data.ehrLaunch
+        ? "(SMART launch through the EHR launcher " + data.ehrLaunch + ")"
+        : "(no EHR launcher running: opens the evidence view, the same evaluation without SMART)";
+    },
+  };
 
   document.querySelectorAll("input[name=source]").forEach(function (input) {
     input.addEventListener("change", function () {
