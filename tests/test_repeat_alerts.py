@@ -81,6 +81,8 @@ def _check_across_workers(database_url: str) -> None:
             *connection.execute(text("SELECT * FROM cds_card_suppression")),
         ]
     engine.dispose()
+    for app in (first, second):
+        get_state(app).feedback.engine.dispose()  # close the pooled connections (PostgreSQL warns otherwise)
     assert rows and all(SCENARIO not in str(row) for row in rows)  # no patient id in clear
 
 
