@@ -126,6 +126,17 @@ def course_line(result: EvaluationResult) -> str:
     )
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from cds_service.replay.command import cmd_replay as run
+
+    return run(args)
+
+
+def _parse_horizon(value: str) -> timedelta | None:
+    """A duration after infusion (100d), or "none" to follow the data to its end."""
+    return None if value.strip().lower() == "none" else _parse_every(value)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from cds_service.web.server import serve
 
@@ -178,13 +189,14 @@ first steps:
   cds-service fixtures list      the synthetic scenarios you can send from that page
   cds-service evaluate FILE      evaluate a FHIR Bundle without a server
   cds-service config check       validate the configuration (environment + CDS_CONFIG_FILE)
+  cds-service replay DIR --out OUT   replay a Bulk Data export silently (lead time, alert burden)
 
 Configuration comes from environment variables and an optional file; see docs/configuration.md.
 Run `cds-service COMMAND --help` for the options of a command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `cds-service` argument parser with its four commands."""
+    """The `cds-service` argument parser with its five commands."""
     parser = argparse.ArgumentParser(
         prog="cds-service",
         description=DESCRIPTION,
@@ -196,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_config(sub)
     _add_fixtures(sub)
+    _add_replay(sub)
     return parser
 
 
@@ -319,6 +332,23 @@ def _add_fixtures(sub: Subparsers) -> None:
         "--paths", action="store_true", help="print only the Bundle file paths (scenarios and population)"
     )
     listing.set_defaults(func=cmd_fixtures_list)
+
+
+def _add_replay(sub: Subparsers) -> None:
+    from cds_service.replay.arguments import add_arguments
+
+    replay = _command(
+        sub,
+        "replay",
+        "replay a FHIR Bulk Data export through the engine (silent mode, on Dask)",
+        "Silent mode, not for clinical use. Evaluate every patient with an immune effector cell infusion\n"
+        "at every data arrival and every --step from infusion (each instant sees only the data on record\n"
+        "then), and write OUT/patients.csv, OUT/timeline.parquet, OUT/report.html and OUT/problems.csv.\n\n"
+        "example: cds-service replay export/ --out replay-out --labels export/labels.csv\n"
+        "See docs/replay.md (partitioning, --set syntax, labels metrics, clusters).",
+    )
+    add_arguments(replay, _parse_every, _parse_horizon)
+    replay.set_defaults(func=cmd_replay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
