@@ -2,7 +2,7 @@
 
 FILE is a YAML file of the mappings directory (``criteria/iec_hs.yaml``; the ``.yaml`` may be left out),
 KEY a dotted path to an existing key (``required.second_rise.with_fever_hours``), VALUE a YAML scalar or
-flow value (``48``, ``0.3``, ``true``, ``[a, b]``). The mappings are copied to the output folder (so the run
+flow value (``48``, ``0.3``, ``true``, ``[a, b]``) of the same kind as the value it replaces. The mappings are copied to the output folder (so the run
 says what it used, and every worker can read them), edited there and loaded, which validates them: a bad
 file, key or value is an error before anything runs.
 """
@@ -58,8 +58,30 @@ def _assign(document: Any, override: Override) -> None:
                 f"--set {override.text!r}: no key '{part}' at {where} of {override.file} (keys there: {keys})"
             )
         if depth == len(override.key) - 1:
+            _check_kind(override, node[part])
             node[part] = override.value
         node = node[part]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, list):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else "empty"
+
+
+def _check_kind(override: Override, current: Any) -> None:
+    """The new value is of the same kind as the shipped one (the schemas do not type every setting)."""
+    if _kind(current) != _kind(override.value) and current is not None:
+        raise SettingError(
+            f"--set {override.text!r}: {'.'.join(override.key)} is {_kind(current)} "
+            f"(now {current!r}), got {override.value!r}"
+        )
 
 
 def apply_overrides(texts: list[str], destination: Path, source: Path | None = None) -> Path:
