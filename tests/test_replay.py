@@ -303,7 +303,10 @@ def test_set_changes_a_setting_and_the_result_where_expected(population: Path, t
     ("setting", "message"),
     [
         ("criteria/iec_hs.yaml:required.second_rise.fould=3", "no key 'fould' at required.second_rise"),
-        ("criteria/iec_hs:required.second_rise.fold=abc", "second_rise.fold is a number (now 1.5), got 'abc'"),
+        (
+            "criteria/iec_hs:required.second_rise.fold=abc",
+            "second_rise.fold is a number (now 1.5), got 'abc'",
+        ),
         ("engine.yaml:baseline=sometimes", "baseline"),
         ("criteria/nope.yaml:a=1", "no file criteria/nope.yaml"),
         ("engine.yaml=1", "expected FILE:KEY=VALUE"),

@@ -29,7 +29,8 @@ def add_arguments(
         "--set",
         action="append",
         metavar="FILE:KEY=VALUE",
-        help="change a setting for this run, e.g. criteria/iec_hs.yaml:required.second_rise.with_fever_hours=48",
+        help="change a setting for this run (repeatable), e.g. "
+        "criteria/iec_hs.yaml:required.second_rise.with_fever_hours=48",
     )
     parser.add_argument("--mappings", metavar="DIR", help="a site's mappings directory")
     parser.add_argument("--cards", metavar="DIR", help="a site's cards directory")

@@ -27,7 +27,7 @@ class Bar:
 
 
 def _svg(width: float, height: float, title: str, body: str, css: str) -> str:
-    attrs = {
+    attrs: dict[str, str | float] = {
         "xmlns": "http://www.w3.org/2000/svg",
         "class": css,
         "viewBox": f"0 0 {num(width)} {num(height)}",
@@ -80,7 +80,7 @@ def swimlanes(patients: Sequence[PatientSummary], labels: dict[str, Label] | Non
         ]
         for start, end, status in p.segments:
             x0, x1 = LABEL_W + min(start, days) * scale, LABEL_W + min(end, days) * scale
-            attrs = {
+            attrs: dict[str, str | float] = {
                 "class": f"seg s-{status}",
                 "x": x0,
                 "y": y,
@@ -125,7 +125,13 @@ def bars(values: Sequence[Bar], title: str, x_title: str, css: str) -> str:
     for index, bar in enumerate(values):
         h = bar.count / peak * plot_h
         x = left + index * slot
-        attrs = {"class": "bar", "x": x + 1, "y": top + plot_h - h, "width": max(slot - 2, 1), "height": h}
+        attrs: dict[str, str | float] = {
+            "class": "bar",
+            "x": x + 1,
+            "y": top + plot_h - h,
+            "width": max(slot - 2, 1),
+            "height": h,
+        }
         attrs |= {"data-label": bar.label, "data-count": bar.count}
         parts.append(element("rect", attrs, tooltip(f"{bar.label}: {bar.count:,}{bar.detail}")))
         if index % every == 0:

@@ -1,4 +1,4 @@
-"""``cds-service replay``: options to a run, the terminal summary, exit codes (cli.py only dispatches here)."""
+"""``cds-service replay``: options to a run, the terminal summary, exit codes (cli.py dispatches here)."""
 
 from __future__ import annotations
 
@@ -75,8 +75,9 @@ def print_summary(outcome: ReplayOutcome, options: ReplayOptions) -> None:
     out = options.out
     print("silent mode, not for clinical use", file=sys.stderr)
     print(
-        f"replayed {s['patients']} patients ({s['evaluations']} evaluations; {s['withoutInfusion']} without an "
-        f"IEC infusion) in {s['run']['seconds']:.1f} s on {s['run']['workers']} workers; "
+        f"replayed {s['patients']} patients ({s['evaluations']} evaluations; "
+        f"{s['withoutInfusion']} without an IEC infusion) in {s['run']['seconds']:.1f} s "
+        f"on {s['run']['workers']} workers; "
         f"met: {s['reachedMet']}, possible or met: {s['reachedPossible']}",
         file=sys.stderr,
     )
@@ -98,7 +99,8 @@ def print_summary(outcome: ReplayOutcome, options: ReplayOptions) -> None:
     if "labels" in s:
         lab = s["labels"]
         print(
-            f"labels: sensitivity {lab['detected']}/{lab['labelled']}, PPV {lab['flaggedLabelled']}/{lab['flagged']}"
+            f"labels: sensitivity {lab['detected']}/{lab['labelled']}, "
+            f"PPV {lab['flaggedLabelled']}/{lab['flagged']}"
             + (
                 ""
                 if lab["medianLeadTimeHours"] is None

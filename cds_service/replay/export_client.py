@@ -33,8 +33,8 @@ class ExportError(Exception):
     """The export could not be run or downloaded (the message says at which step)."""
 
 
-def _b64(value: int) -> str:
-    raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+def _b64(value: int, size: int | None = None) -> str:
+    raw = value.to_bytes(size or (value.bit_length() + 7) // 8 or 1, "big")
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
@@ -46,12 +46,11 @@ def thumbprint(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     else:
         point = key.public_key().public_numbers()
         size = (key.curve.key_size + 7) // 8
-        coord = lambda v: base64.urlsafe_b64encode(v.to_bytes(size, "big")).rstrip(b"=").decode()  # noqa: E731
         members = {
             "crv": "P-384" if key.curve.key_size == 384 else "P-256",
             "kty": "EC",
-            "x": coord(point.x),
-            "y": coord(point.y),
+            "x": _b64(point.x, size),
+            "y": _b64(point.y, size),
         }
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()

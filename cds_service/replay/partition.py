@@ -1,4 +1,4 @@
-"""First pass: stream every NDJSON file of the export and shuffle its lines into per-patient-group spill files.
+"""First pass: stream every NDJSON file of the export, shuffle its lines into per-patient-group spill files.
 
 A file is read in chunks (byte ranges of a plain file, a whole ``.ndjson.gz``), one Dask task each; a task
 keeps at most ``FLUSH_BYTES`` of lines in memory before it appends them to ``spill/gNNNNN/cNNNNN.ndjson``.

@@ -18,7 +18,8 @@ CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:1000px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 6px}
 .silent{background:#fff3cd;border:1px solid #e0b100;padding:8px 12px;font-weight:600;margin:10px 0 18px}
-table.numbers{border-collapse:collapse}table.numbers td,table.numbers th{padding:3px 14px 3px 0;text-align:left}
+table.numbers{border-collapse:collapse}
+table.numbers td,table.numbers th{padding:3px 14px 3px 0;text-align:left}
 table.numbers td.n{text-align:right;font-variant-numeric:tabular-nums}
 .note{color:#56606b;font-size:13px}
 svg text{font-size:10px;fill:#333}svg .lane-label{text-anchor:end;font-size:9px}
@@ -27,7 +28,8 @@ svg .axis{stroke:#888}svg .axis-title{text-anchor:middle;font-size:11px}
 .s-met{fill:#c0392b}.s-possible{fill:#f0932b}.s-indeterminate{fill:#b8c2cc}.s-not-met{fill:#cfe8d5}
 .s-not-applicable{fill:#eeeeee}svg .onset{fill:#111}svg .bar{fill:#3c6e9f}
 .legend span{display:inline-block;width:12px;height:10px;margin:0 4px 0 12px;vertical-align:-1px}
-.legend .l-met{background:#c0392b}.legend .l-possible{background:#f0932b}.legend .l-indeterminate{background:#b8c2cc}
+.legend .l-met{background:#c0392b}.legend .l-possible{background:#f0932b}
+.legend .l-indeterminate{background:#b8c2cc}
 .legend .l-not-met{background:#cfe8d5}.legend .l-not-applicable{background:#eeeeee}
 """
 
@@ -82,8 +84,8 @@ def _settings(summary: dict[str, Any]) -> str:
     changed = ", ".join(summary["overrides"]) or "none (the mappings as shipped)"
     horizon = summary["horizonDays"]
     return (
-        f"<p class=note>Evaluated at every data arrival and every {summary['stepHours']:g} h from infusion, up to "
-        f"the end of the data{'' if horizon is None else f' or day {horizon}'}. Changed settings: "
+        f"<p class=note>Evaluated at every data arrival and every {summary['stepHours']:g} h from infusion, "
+        f"up to the end of the data{'' if horizon is None else f' or day {horizon}'}. Changed settings: "
         f"{escape(changed)}. Input: {escape(summary['input'])}.</p>"
     )
 
@@ -139,14 +141,16 @@ def _flagged(data: ReportData) -> str:
     met = [p for p in charts.lane_order(data.patients) if p.first_met is not None][:MAX_LANES]
     if not met:
         return '<p class=note>No patient reached "met".</p>'
-    head = "<tr><th>Patient</th><th>First met (day)</th><th>Max grade</th><th>Labelled onset</th><th>Lead time</th></tr>"
+    columns = ("Patient", "First met (day)", "Max grade", "Labelled onset", "Lead time")
+    head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     rows = []
     for p in met:
         assert p.first_met is not None
         label = data.labels.get(p.patient_id) if data.labels else None
         lead = lead_hours(p, label)
         rows.append(
-            f"<tr><td>{escape(p.patient_id)}</td><td>{(p.first_met - p.infusion).total_seconds() / 86400:.1f}</td>"
+            f"<tr><td>{escape(p.patient_id)}</td>"
+            f"<td>{(p.first_met - p.infusion).total_seconds() / 86400:.1f}</td>"
             f"<td>{'' if p.max_grade is None else p.max_grade}</td>"
             f"<td>{'' if label is None else label.onset.isoformat().replace('+00:00', 'Z')}</td>"
             f"<td>{'' if lead is None else f'{lead:+.1f} h'}</td></tr>"
@@ -170,7 +174,8 @@ def render_report(data: ReportData) -> str:
     body = "\n".join(sections)
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        f"<title>IEC-HS replay ({WARNING.lower()})</title><style>{CSS}</style></head><body>{body}</body></html>\n"
+        f"<title>IEC-HS replay ({WARNING.lower()})</title><style>{CSS}</style></head>"
+        f"<body>{body}</body></html>\n"
     )
 
 

@@ -2,9 +2,9 @@
 
 FILE is a YAML file of the mappings directory (``criteria/iec_hs.yaml``; the ``.yaml`` may be left out),
 KEY a dotted path to an existing key (``required.second_rise.with_fever_hours``), VALUE a YAML scalar or
-flow value (``48``, ``0.3``, ``true``, ``[a, b]``) of the same kind as the value it replaces. The mappings are copied to the output folder (so the run
-says what it used, and every worker can read them), edited there and loaded, which validates them: a bad
-file, key or value is an error before anything runs.
+flow value (``48``, ``0.3``, ``true``, ``[a, b]``) of the same kind as the value it replaces. The mappings
+are copied to the output folder (so the run says what it used, and every worker can read them), edited there
+and loaded, which validates them: a bad file, key or value is an error before anything runs.
 """
 
 from __future__ import annotations

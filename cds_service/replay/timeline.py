@@ -1,28 +1,28 @@
-"""The timeline: one row per patient x instant, written as Parquet (a part per group, merged by the driver)."""
+"""The timeline: one row per patient x instant, as Parquet (a part per group, merged by the driver)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cds_service.replay.patient import PatientReplay
 
-SCHEMA = pa.schema(
-    [
-        pa.field("patientId", pa.string(), nullable=False),
-        pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("dayPostInfusion", pa.float64(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("grade", pa.int8()),
-        pa.field("crsStatus", pa.string(), nullable=False),
-        pa.field("newData", pa.bool_(), nullable=False),
-        pa.field("cards", pa.int8(), nullable=False),
-        pa.field("indicator", pa.string()),
-        pa.field("summary", pa.string()),
-    ]
-)
+FIELDS: list[pa.Field[Any]] = [
+    pa.field("patientId", pa.string(), nullable=False),
+    pa.field("at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("dayPostInfusion", pa.float64(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("grade", pa.int8()),
+    pa.field("crsStatus", pa.string(), nullable=False),
+    pa.field("newData", pa.bool_(), nullable=False),
+    pa.field("cards", pa.int8(), nullable=False),
+    pa.field("indicator", pa.string()),
+    pa.field("summary", pa.string()),
+]
+SCHEMA = pa.schema(FIELDS)
 
 
 class TimelineWriter:
