@@ -22,7 +22,9 @@ from cds_service.datafiles import PROJECT_ROOT
 from cds_service.engine.evaluate import evaluate
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import load_knowledge
-from cds_service.replay.groups import ReplaySettings
+from cds_service.replay.groups import PatientSummary, ReplaySettings
+from cds_service.replay.labels import Label, metrics
+from cds_service.replay.refs import patient_of
 from tests.cds_helpers import dev_config, full_prefetch, hook_body
 from tests.replay_helpers import (
     by_patient,
@@ -358,3 +360,49 @@ def test_the_report_renders_swimlanes_histograms_and_the_silent_mode_warning(
     assert box is not None and box["width"] > 800 and box["height"] > 39 * 10
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("resource", "patient"),
+    [
+        ({"resourceType": "Patient", "id": "p1"}, "p1"),
+        ({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}}, "p1"),
+        ({"resourceType": "Observation", "subject": {"reference": "Patient/p1/_history/3"}}, "p1"),
+        (
+            {"resourceType": "Observation", "subject": {"reference": "https://ehr.example/fhir/Patient/p1"}},
+            "p1",
+        ),
+        (
+            {"resourceType": "Observation", "subject": {"reference": "https://h/fhir/Patient/p1/_history/2"}},
+            "p1",
+        ),
+        ({"resourceType": "Condition", "subject": {"reference": "urn:uuid:0f7c-11"}}, "0f7c-11"),
+        ({"resourceType": "Condition", "subject": {"reference": "p1"}}, "p1"),
+        ({"resourceType": "Coverage", "patient": {"reference": "Patient/p1"}}, "p1"),
+        ({"resourceType": "Observation", "subject": {"reference": "Group/g1"}}, None),
+        ({"resourceType": "Observation", "subject": {"display": "no reference"}}, None),
+        ({"resourceType": "Practitioner", "id": "dr"}, None),
+        ({"resourceType": "Patient"}, None),
+    ],
+)
+def test_the_patient_of_a_resource(resource: dict[str, Any], patient: str | None) -> None:
+    assert patient_of(resource) == patient
+
+
+def test_metrics_by_hand() -> None:
+    infusion = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def summary(patient: str, met_hours: float | None) -> PatientSummary:
+        met = None if met_hours is None else infusion + timedelta(hours=met_hours)
+        return PatientSummary(patient, infusion, met, met, None, 10, 0, (), ())
+
+    labels = {
+        "a": Label(infusion + timedelta(hours=100), 2),  # met at 90 h: -10 h
+        "b": Label(infusion + timedelta(hours=100), None),  # met at 130 h: +30 h
+        "c": Label(infusion, 1),  # never met
+        "z": Label(infusion, 1),  # not replayed
+    }
+    found = metrics([summary("a", 90), summary("b", 130), summary("c", None), summary("d", 50)], labels)
+    assert (found.labelled, found.labelled_missing, found.detected) == (3, 1, 2)
+    assert (found.flagged, found.flagged_labelled, found.lead_hours) == (3, 2, (-10.0, 30.0))
+    assert found.sensitivity == 2 / 3 and found.ppv == 2 / 3 and found.median_lead_hours == 10.0

@@ -12,6 +12,7 @@ from cds_service.replay import charts
 from cds_service.replay.groups import PatientSummary
 from cds_service.replay.labels import Label, Metrics, lead_hours
 
+LEAD_BIN_HOURS = 12
 MAX_LANES = 300  # lanes drawn; the rest are in patients.csv and timeline.parquet
 WARNING = "Silent mode, not for clinical use"
 CSS = """
@@ -86,7 +87,7 @@ def _settings(summary: dict[str, Any]) -> str:
     return (
         f"<p class=note>Evaluated at every data arrival and every {summary['stepHours']:g} h from infusion, "
         f"up to the end of the data{'' if horizon is None else f' or day {horizon}'}. Changed settings: "
-        f"{escape(changed)}. Input: {escape(summary['input'])}.</p>"
+        f"{escape(changed)}. Input: {escape(Path(summary['input']).name)}.</p>"
     )
 
 
@@ -110,8 +111,11 @@ def _lead_times(data: ReportData) -> str:
         return "<p class=note>No labels given (--labels CSV): no lead times.</p>"
     if not data.metrics.lead_hours:
         return '<p class=note>No labelled patient reached "met".</p>'
-    bars = charts.lead_time_bars(data.metrics.lead_hours)
-    note = "<p class=note>First met minus labelled onset, hours (negative: before the onset), 24 h bins.</p>"
+    bars = charts.lead_time_bars(data.metrics.lead_hours, LEAD_BIN_HOURS)
+    note = (
+        "<p class=note>First met minus labelled onset, hours (negative: before the onset), "
+        f"{LEAD_BIN_HOURS} h bins.</p>"
+    )
     return note + charts.bars(
         bars, "Lead time distribution", "hours from labelled onset to first met", "lead"
     )
