@@ -132,9 +132,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _parse_duration(value: str) -> timedelta:
+    """--step: a duration, as --every (argparse names the option in its message)."""
+    try:
+        return _parse_every(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--every must be", "must be")) from exc
+
+
 def _parse_horizon(value: str) -> timedelta | None:
     """A duration after infusion (100d), or "none" to follow the data to its end."""
-    return None if value.strip().lower() == "none" else _parse_every(value)
+    return None if value.strip().lower() == "none" else _parse_duration(value)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -347,7 +355,7 @@ def _add_replay(sub: Subparsers) -> None:
         "example: cds-service replay export/ --out replay-out --labels export/labels.csv\n"
         "See docs/replay.md (partitioning, --set syntax, labels metrics, clusters).",
     )
-    add_arguments(replay, _parse_every, _parse_horizon)
+    add_arguments(replay, _parse_duration, _parse_horizon)
     replay.set_defaults(func=cmd_replay)
 
 

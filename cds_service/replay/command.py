@@ -19,7 +19,7 @@ EXIT_OK, EXIT_USAGE, EXIT_FAILED = 0, 2, 1
 
 def options_from(args: argparse.Namespace) -> ReplayOptions:
     """The run's options; --set edits a copy of the mappings in OUT/mappings (validated on load)."""
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     mappings = Path(args.mappings).resolve() if args.mappings else None
     if args.set:
         mappings = apply_overrides(args.set, out / "mappings", mappings)
@@ -31,7 +31,7 @@ def options_from(args: argparse.Namespace) -> ReplayOptions:
     )
     return ReplayOptions(
         input=Path(args.input).resolve() if args.input else out / "export",
-        out=out.resolve(),
+        out=out,
         settings=settings,
         labels=Path(args.labels) if args.labels else None,
         overrides=tuple(args.set or ()),
