@@ -8,8 +8,9 @@
   the 10,000 run stays short: partitioning and per-group reading are what could grow with the cohort).
 
 Each replay runs as its own `cds-service replay` process (its RSS is its own); cohorts are generated once into
-$REPLAY_BENCH_DIR (default /tmp/cds-bench-replay) and reused. `python -m benchmarks.replay_bench` runs only
-this section.
+$REPLAY_BENCH_DIR (default /tmp/cds-bench-replay) and reused; $REPLAY_BENCH_ROUNDS rounds (default 3).
+`python -m benchmarks.replay_bench [cost] [throughput] [memory]` runs only this section (or those parts of it,
+keeping the others from benchmarks/results/replay.json).
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class Run:
     evaluations: int
     driver_mb: float
     worker_mb: float  # the largest worker process
+    worker_cpu_s: float  # user + system CPU of the worker processes
+    worker_mb_by_decile: tuple[float, ...]  # the largest worker's peak RSS so far, at each tenth of the run
 
     @property
     def patients_per_s(self) -> float:
@@ -80,12 +83,16 @@ class Run:
         return self.evaluations / self.seconds
 
 
-def _rss(process: psutil.Process) -> tuple[float, float]:
+def _sample(process: psutil.Process, cpu: dict[int, float]) -> tuple[float, float]:
+    """(driver RSS, largest child RSS) in MB; each child's CPU seconds so far into `cpu`."""
     driver = process.memory_info().rss
     workers = 0
     for child in process.children(recursive=True):
         try:
-            workers = max(workers, child.memory_info().rss)
+            with child.oneshot():
+                workers = max(workers, child.memory_info().rss)
+                times = child.cpu_times()
+                cpu[child.pid] = times.user + times.system
         except psutil.NoSuchProcess:
             continue
     return driver / 2**20, workers / 2**20
@@ -100,19 +107,32 @@ def replay_process(export: Path, workers: int, *extra: str) -> Run:
         child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         watched = psutil.Process(child.pid)
         driver = worker = 0.0
+        cpu: dict[int, float] = {}
+        series: list[tuple[float, float]] = []  # (seconds since start, largest worker peak so far)
         while child.poll() is None:
             try:
-                d, w = _rss(watched)
+                d, w = _sample(watched, cpu)
                 driver, worker = max(driver, d), max(worker, w)
+                series.append((time.perf_counter() - started, worker))
             except psutil.NoSuchProcess:
                 break
             time.sleep(0.1)
         wall = time.perf_counter() - started
+        deciles = tuple(max((w for t, w in series if t <= wall * k / 10), default=0.0) for k in range(1, 11))
         stderr = child.stderr.read().decode() if child.stderr else ""
         if child.wait() != 0:
             raise RuntimeError(f"replay failed: {stderr[-2000:]}")
         summary = json.loads((Path(out) / "summary.json").read_text())
-    return Run(summary["run"]["seconds"], wall, summary["patients"], summary["evaluations"], driver, worker)
+    return Run(
+        summary["run"]["seconds"],
+        wall,
+        summary["patients"],
+        summary["evaluations"],
+        driver,
+        worker,
+        sum(cpu.values()),
+        deciles,
+    )
 
 
 def throughput(export: Path, rounds: int = ROUNDS) -> dict[str, Any]:
@@ -128,9 +148,15 @@ def throughput(export: Path, rounds: int = ROUNDS) -> dict[str, Any]:
             "evaluations_per_s": statistics.median(r.evaluations_per_s for r in found),
             "seconds": [round(r.seconds, 1) for r in found],
             "evaluations": found[0].evaluations,
+            "worker_cpu_ms_per_patient": statistics.median(r.worker_cpu_s / r.patients for r in found) * 1000,
         }
     one, two = out["workers_1"]["patients_per_s"], out["workers_2"]["patients_per_s"]
     out["scaling_efficiency"] = two / (2 * one)
+    # Worker CPU per patient, 1 vs 2 workers: below 1 when two workers do work one did not need. On a machine
+    # shared with other jobs the wall-clock efficiency above also shows their load; this does not.
+    out["work_efficiency"] = (
+        out["workers_1"]["worker_cpu_ms_per_patient"] / out["workers_2"]["worker_cpu_ms_per_patient"]
+    )
     return out
 
 
@@ -213,6 +239,7 @@ def memory(sizes: tuple[int, ...] = (1000, 10000)) -> dict[str, Any]:
             "worker_mb": run.worker_mb,
             "seconds": run.seconds,
             "patients": run.patients,
+            "worker_mb_by_decile": [round(m) for m in run.worker_mb_by_decile],
         }
     small, large = out[str(sizes[0])], out[str(sizes[-1])]
     out["worker_growth"] = large["worker_mb"] / small["worker_mb"]
@@ -220,13 +247,17 @@ def memory(sizes: tuple[int, ...] = (1000, 10000)) -> dict[str, Any]:
     return out
 
 
-def replay_section() -> dict[str, Any]:
+def replay_section(parts: tuple[str, ...] = ("cost", "throughput", "memory")) -> dict[str, Any]:
+    """The replay figures (`parts`: a subset to re-measure, the others kept from the last results file)."""
     export = cohort(1000)
-    return {
-        "evaluation_cost": evaluation_cost(export),
-        "throughput_1000": throughput(export),
-        "memory": memory(),
-    }
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    if "cost" in parts:
+        results["evaluation_cost"] = evaluation_cost(export)
+    if "throughput" in parts:
+        results["throughput_1000"] = throughput(export)
+    if "memory" in parts:
+        results["memory"] = memory()
+    return results
 
 
 def replay_table(results: dict[str, Any]) -> list[str]:
@@ -236,7 +267,8 @@ def replay_table(results: dict[str, Any]) -> list[str]:
         f"replay 1,000 patients ({two['evaluations']:,} evaluations), medians of {t['rounds']} rounds: "
         f"1 worker {one['patients_per_s']:.2f} patients/s {one['evaluations_per_s']:.0f} evaluations/s; "
         f"2 workers {two['patients_per_s']:.2f} patients/s {two['evaluations_per_s']:.0f} evaluations/s; "
-        f"scaling efficiency {t['scaling_efficiency']:.2f}",
+        f"scaling efficiency {t['scaling_efficiency']:.2f} (worker CPU per patient 1w/2w "
+        f"{t.get('work_efficiency', float('nan')):.2f})",
         "replay evaluation vs in-process hook call (same patients): "
         f"{c['replay_ms_per_evaluation']:.2f}ms vs {c['hook_ms_per_call']:.1f}ms, ratio {c['ratio']:.3f}",
         f"replay peak RSS ({m['args']}, 2 workers): 1,000 patients driver {m['1000']['driver_mb']:.0f} MB, "
@@ -259,7 +291,8 @@ def replay_summary(results: dict[str, Any]) -> list[str]:
 
 def main() -> int:
     logging.disable(logging.CRITICAL)  # the in-process app logs every request
-    results = replay_section()
+    parts = tuple(sys.argv[1:]) or ("cost", "throughput", "memory")
+    results = replay_section(parts)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(replay_table(results)))
