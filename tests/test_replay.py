@@ -22,7 +22,8 @@ from cds_service.datafiles import PROJECT_ROOT
 from cds_service.engine.evaluate import evaluate
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import load_knowledge
-from cds_service.replay.groups import PatientSummary, ReplaySettings
+from cds_service.replay import collect
+from cds_service.replay.groups import GroupResult, PatientSummary, ReplaySettings
 from cds_service.replay.labels import Label, metrics
 from cds_service.replay.refs import patient_of
 from tests.cds_helpers import dev_config, full_prefetch, hook_body
@@ -406,3 +407,19 @@ def test_metrics_by_hand() -> None:
     assert (found.labelled, found.labelled_missing, found.detected) == (3, 1, 2)
     assert (found.flagged, found.flagged_labelled, found.lead_hours) == (3, 2, (-10.0, 30.0))
     assert found.sensitivity == 2 / 3 and found.ppv == 2 / 3 and found.median_lead_hours == 10.0
+
+
+def test_patients_csv_parts_merge_in_passes_when_there_are_many(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More parts than may be open at once: merged in passes, still one sorted file."""
+    monkeypatch.setattr(collect, "FAN_IN", 3)
+    collector = collect.Collector(tmp_path, None)
+    infusion = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [f"p{n:03d}" for n in range(40)]
+    for group in range(10):
+        members = [PatientSummary(i, infusion, None, None, None, 1, 0, (0,), ()) for i in ids[group::10]]
+        collector.add(GroupResult(group, patients=members))
+    collector.write_patients(tmp_path / "patients.csv")
+    assert [r["patientId"] for r in rows(tmp_path / "patients.csv")] == ids
+    assert collector.totals.patients == 40 and collector.totals.card_day_counts == [40, 0, 0, 0]

@@ -53,17 +53,13 @@ def _day_axis(days: float, y: float) -> str:
     return "".join(out)
 
 
-def lane_order(patients: Sequence[PatientSummary]) -> list[PatientSummary]:
-    """Patients reaching met first (earliest first), then possible, then the rest; by id within."""
-
-    def key(p: PatientSummary) -> tuple[int, float, str]:
-        if p.first_met is not None:
-            return 0, (p.first_met - p.infusion).total_seconds(), p.patient_id
-        if p.first_possible is not None:
-            return 1, (p.first_possible - p.infusion).total_seconds(), p.patient_id
-        return 2, 0.0, p.patient_id
-
-    return sorted(patients, key=key)
+def lane_key(p: PatientSummary) -> tuple[int, float, str]:
+    """Lane order: patients reaching met first (earliest first), then possible, then the rest; by id."""
+    if p.first_met is not None:
+        return 0, (p.first_met - p.infusion).total_seconds(), p.patient_id
+    if p.first_possible is not None:
+        return 1, (p.first_possible - p.infusion).total_seconds(), p.patient_id
+    return 2, 0.0, p.patient_id
 
 
 def swimlanes(patients: Sequence[PatientSummary], labels: dict[str, Label] | None, days: float) -> str:
@@ -165,19 +161,11 @@ def lead_time_bars(hours: Sequence[float], bin_hours: int = 24) -> list[Bar]:
     ]
 
 
-def card_day_bars(patients: Sequence[PatientSummary]) -> list[Bar]:
-    """Patient-days by the number of distinct cards shown that day (0, 1, 2, 3+)."""
-    counts = [0, 0, 0, 0]
-    for p in patients:
-        for n in p.card_days:
-            counts[min(n, 3)] += 1
+def card_day_bars(counts: Sequence[int]) -> list[Bar]:
+    """Patient-days by the number of distinct cards shown that day (`counts`: days with 0, 1, 2, 3+)."""
     return [Bar(label, n, " patient-days") for label, n in zip(("0", "1", "2", "3+"), counts, strict=True)]
 
 
-def cards_by_day_bars(patients: Sequence[PatientSummary], days: int) -> list[Bar]:
+def cards_by_day_bars(totals: Sequence[int]) -> list[Bar]:
     """Cards shown on each day after infusion, summed over patients."""
-    totals = [0] * (days + 1)
-    for p in patients:
-        for day, n in enumerate(p.card_days[: days + 1]):
-            totals[day] += n
     return [Bar(str(day), n, " cards") for day, n in enumerate(totals)]

@@ -87,17 +87,43 @@ def lead_hours(summary: PatientSummary, label: Label | None) -> float | None:
     return (summary.first_met - label.onset).total_seconds() / 3600
 
 
+class MetricsBuilder:
+    """Counts patient by patient (memory: the labelled patients, not every patient)."""
+
+    def __init__(self, labels: dict[str, Label]) -> None:
+        self.labels = labels
+        self.replayed_labelled: set[str] = set()
+        self.flagged = 0
+        self.detected = 0
+        self.leads: list[float] = []
+
+    def add(self, summary: PatientSummary) -> None:
+        label = self.labels.get(summary.patient_id)
+        if label is not None:
+            self.replayed_labelled.add(summary.patient_id)
+        if summary.first_met is None:
+            return
+        self.flagged += 1
+        if label is not None:
+            self.detected += 1
+            lead = lead_hours(summary, label)
+            if lead is not None:
+                self.leads.append(lead)
+
+    def result(self) -> Metrics:
+        labelled = len(self.replayed_labelled)
+        return Metrics(
+            labelled=labelled,
+            labelled_missing=len(self.labels) - labelled,
+            detected=self.detected,
+            flagged=self.flagged,
+            flagged_labelled=self.detected,
+            lead_hours=tuple(sorted(self.leads)),
+        )
+
+
 def metrics(summaries: Iterable[PatientSummary], labels: dict[str, Label]) -> Metrics:
-    seen = list(summaries)
-    replayed = {s.patient_id for s in seen}
-    flagged = [s for s in seen if s.first_met is not None]
-    leads = [h for s in flagged if (h := lead_hours(s, labels.get(s.patient_id))) is not None]
-    detected = sum(1 for s in flagged if s.patient_id in labels)
-    return Metrics(
-        labelled=sum(1 for p in labels if p in replayed),
-        labelled_missing=sum(1 for p in labels if p not in replayed),
-        detected=detected,
-        flagged=len(flagged),
-        flagged_labelled=detected,
-        lead_hours=tuple(sorted(leads)),
-    )
+    builder = MetricsBuilder(labels)
+    for summary in summaries:
+        builder.add(summary)
+    return builder.result()

@@ -1,4 +1,4 @@
-"""The run's files: patients.csv, problems.csv and summary.json (timeline.parquet: replay.timeline)."""
+"""The run's files: patients.csv rows, problems.csv and summary.json (timeline: replay.timeline)."""
 
 from __future__ import annotations
 
@@ -23,29 +23,29 @@ def iso(value: datetime | None) -> str:
     return "" if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def write_patients(path: Path, patients: Iterable[PatientSummary], labels: dict[str, Label] | None) -> None:
-    """One row per replayed patient, sorted by id; label columns only when labels were given."""
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(PATIENT_COLUMNS + (LABEL_COLUMNS if labels is not None else ()))
-        for p in sorted(patients, key=lambda s: s.patient_id):
-            row: list[object] = [
-                p.patient_id,
-                iso(p.first_possible),
-                iso(p.first_met),
-                "" if p.max_grade is None else p.max_grade,
-                p.evaluations,
-                p.cards_shown,
-            ]
-            if labels is not None:
-                label = labels.get(p.patient_id)
-                lead = lead_hours(p, label)
-                row += [
-                    iso(label.onset) if label else "",
-                    "" if label is None or label.grade is None else label.grade,
-                    "" if lead is None else f"{lead:.1f}",
-                ]
-            writer.writerow(row)
+def patient_columns(with_labels: bool) -> tuple[str, ...]:
+    return PATIENT_COLUMNS + (LABEL_COLUMNS if with_labels else ())
+
+
+def patient_row(p: PatientSummary, labels: dict[str, Label] | None) -> list[object]:
+    """One patients.csv row; the label columns only when labels were given."""
+    row: list[object] = [
+        p.patient_id,
+        iso(p.first_possible),
+        iso(p.first_met),
+        "" if p.max_grade is None else p.max_grade,
+        p.evaluations,
+        p.cards_shown,
+    ]
+    if labels is not None:
+        label = labels.get(p.patient_id)
+        lead = lead_hours(p, label)
+        row += [
+            iso(label.onset) if label else "",
+            "" if label is None or label.grade is None else label.grade,
+            "" if lead is None else f"{lead:.1f}",
+        ]
+    return row
 
 
 @dataclass(slots=True)

@@ -13,7 +13,6 @@ from cds_service.replay.groups import PatientSummary
 from cds_service.replay.labels import Label, Metrics, lead_hours
 
 LEAD_BIN_HOURS = 12
-MAX_LANES = 300  # lanes drawn; the rest are in patients.csv and timeline.parquet
 WARNING = "Silent mode, not for clinical use"
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#1d232a;max-width:1000px}
@@ -37,10 +36,13 @@ svg .axis{stroke:#888}svg .axis-title{text-anchor:middle;font-size:11px}
 
 @dataclass(frozen=True, slots=True)
 class ReportData:
-    patients: Sequence[PatientSummary]
+    lanes: Sequence[PatientSummary]  # the first patients in lane order (at most collect.MAX_LANES)
+    flagged: Sequence[PatientSummary]  # the first patients reaching met, in lane order (as many at most)
     labels: dict[str, Label] | None
     metrics: Metrics | None
     summary: dict[str, Any]
+    card_day_counts: tuple[int, ...]  # patient-days with 0, 1, 2, 3+ cards
+    cards_by_day: tuple[int, ...]  # cards on each day after infusion
 
 
 def _pct(value: float | None) -> str:
@@ -92,14 +94,13 @@ def _settings(summary: dict[str, Any]) -> str:
 
 
 def _lanes(data: ReportData) -> str:
-    ordered = charts.lane_order(data.patients)
-    shown = ordered[:MAX_LANES]
+    shown, total = data.lanes, data.summary["patients"]
     days = max((seg[1] for p in shown for seg in p.segments), default=1.0)
     legend = "".join(f"<span class=l-{s}></span>{s}" for s in charts.STATUSES)
     more = (
-        f"<p class=note>Showing {len(shown):,} of {len(ordered):,} patients (those reaching met or possible "
+        f"<p class=note>Showing {len(shown):,} of {total:,} patients (those reaching met or possible "
         "first); every patient is in patients.csv and timeline.parquet.</p>"
-        if len(ordered) > len(shown)
+        if total > len(shown)
         else ""
     )
     onset = " &#9660; labelled onset." if data.labels else ""
@@ -122,18 +123,17 @@ def _lead_times(data: ReportData) -> str:
 
 
 def _alerts(data: ReportData) -> str:
-    days = max((len(p.card_days) for p in data.patients), default=1) - 1
     return (
         "<p class=note>A card counts once per patient-day (day after infusion) however often the chart is "
         "opened: the distinct cards the patient-view hook would have returned that day.</p>"
         + charts.bars(
-            charts.card_day_bars(data.patients),
+            charts.card_day_bars(data.card_day_counts),
             "Patient-days by cards shown",
             "cards per patient-day",
             "per-day",
         )
         + charts.bars(
-            charts.cards_by_day_bars(data.patients, max(days, 0)),
+            charts.cards_by_day_bars(data.cards_by_day),
             "Cards shown by day",
             "day after infusion",
             "by-day",
@@ -142,7 +142,7 @@ def _alerts(data: ReportData) -> str:
 
 
 def _flagged(data: ReportData) -> str:
-    met = [p for p in charts.lane_order(data.patients) if p.first_met is not None][:MAX_LANES]
+    met = data.flagged
     if not met:
         return '<p class=note>No patient reached "met".</p>'
     columns = ("Patient", "First met (day)", "Max grade", "Labelled onset", "Lead time")

@@ -21,9 +21,10 @@ from distributed import Client, LocalCluster, as_completed
 from tqdm import tqdm
 
 from cds_service.replay import partition, timeline
-from cds_service.replay.groups import GroupResult, ReplaySettings, replay_group
-from cds_service.replay.labels import Label, metrics, read_labels
-from cds_service.replay.outputs import Problems, write_patients, write_problems, write_summary
+from cds_service.replay.collect import Collector
+from cds_service.replay.groups import ReplaySettings, replay_group
+from cds_service.replay.labels import read_labels
+from cds_service.replay.outputs import Problems, write_problems, write_summary
 from cds_service.replay.report import ReportData, write_report
 
 T = TypeVar("T")
@@ -81,18 +82,17 @@ def _run(
     args: tuple[Any, ...],
     label: str,
     bar: bool | None,
-) -> list[T]:
-    """Run `task(item, *args)` for every item on the cluster; results in item order, a progress bar."""
+    take: Callable[[T], None],
+) -> None:
+    """Run `task(item, *args)` for every item on the cluster; `take` each result as it arrives (any
+    order) and release it on the cluster; a progress bar on stderr."""
     futures = [client.submit(task, item, *args, pure=False) for item in items]
-    order = {future.key: index for index, future in enumerate(futures)}
-    results: list[Any] = [None] * len(futures)
     disable = None if bar is None else not bar
     with tqdm(total=len(futures), desc=label, unit="task", file=sys.stderr, disable=disable) as progress:
         for future in as_completed(futures):
-            results[order[future.key]] = future.result()
+            take(future.result())
             future.release()
             progress.update(1)
-    return results
 
 
 def run_replay(options: ReplayOptions, client: Client | None = None) -> ReplayOutcome:
@@ -107,15 +107,16 @@ def run_replay(options: ReplayOptions, client: Client | None = None) -> ReplayOu
     total = sum(partition.uncompressed_size(f) for f in files)
     groups = partition.group_count(total, options.partition_bytes)
     started = time.perf_counter()
+    read: list[partition.ChunkResult] = []
+    collector = Collector(work, labels)
     with _client(options, client) as dask:
         workers = sum(dask.nthreads().values())
-        read = _run(dask, partition.shuffle, chunks, (str(work), groups), "reading", options.progress)
+        _run(dask, partition.shuffle, chunks, (str(work), groups), "reading", options.progress, read.append)
         shuffled = time.perf_counter()
-        replayed = _run(
-            dask, replay_group, range(groups), (str(work), options.settings), "replaying", options.progress
-        )
+        replay = (str(work), options.settings)
+        _run(dask, replay_group, range(groups), replay, "replaying", options.progress, collector.add)
     finished = time.perf_counter()
-    outcome = _write(options, work, labels, read, replayed)
+    outcome = _write(options, work, read, collector)
     outcome.summary["run"] = {
         "workers": workers,
         "groups": groups,
@@ -140,20 +141,14 @@ def _client(options: ReplayOptions, client: Client | None) -> Iterator[Client]:
 
 
 def _write(
-    options: ReplayOptions,
-    work: Path,
-    labels: dict[str, Label] | None,
-    read: list[partition.ChunkResult],
-    replayed: list[GroupResult],
+    options: ReplayOptions, work: Path, read: list[partition.ChunkResult], collector: Collector
 ) -> ReplayOutcome:
     out = options.out
-    patients = [p for group in replayed for p in group.patients]
-    write_patients(out / "patients.csv", patients, labels)
-    rows = timeline.merge([g.timeline for g in replayed if g.timeline], out / "timeline.parquet")
-    unreadable = [u for g in replayed for u in g.unreadable]
-    problems = write_problems(out / "problems.csv", work, read, unreadable)
-    found = metrics(patients, labels) if labels is not None else None
-    summary = _summary(options, read, replayed, rows, problems)
+    collector.write_patients(out / "patients.csv")
+    rows = timeline.merge(collector.timeline_parts(), out / "timeline.parquet")
+    problems = write_problems(out / "problems.csv", work, read, collector.unreadable)
+    summary = _summary(options, read, collector, rows, problems)
+    found = collector.metrics.result() if collector.labels is not None else None
     if found is not None:
         summary["labels"] = {
             "labelled": found.labelled,
@@ -165,14 +160,23 @@ def _write(
             "ppv": found.ppv,
             "medianLeadTimeHours": found.median_lead_hours,
         }
-    write_report(out / "report.html", ReportData(patients, labels, found, summary))
+    data = ReportData(
+        lanes=collector.lanes.sorted(),
+        flagged=collector.flagged.sorted(),
+        labels=collector.labels,
+        metrics=found,
+        summary=summary,
+        card_day_counts=tuple(collector.totals.card_day_counts),
+        cards_by_day=tuple(collector.totals.cards_by_day),
+    )
+    write_report(out / "report.html", data)
     return ReplayOutcome(summary, problems)
 
 
 def _summary(
     options: ReplayOptions,
     read: list[partition.ChunkResult],
-    replayed: list[GroupResult],
+    collector: Collector,
     rows: int,
     problems: Problems,
 ) -> dict[str, Any]:
@@ -183,7 +187,7 @@ def _summary(
                 counts[rtype] = counts.get(rtype, 0) + n
         return dict(sorted(counts.items()))
 
-    patients = [p for g in replayed for p in g.patients]
+    t = collector.totals
     return {
         "silentMode": "silent mode, not for clinical use",
         "input": str(options.input),
@@ -193,18 +197,16 @@ def _summary(
         "withoutPatient": total("unassigned"),
         "malformedLines": problems.lines,
         "unreadablePatients": problems.patients,
-        "patients": len(patients),
-        "withoutInfusion": sum(g.without_infusion for g in replayed),
-        "evaluations": sum(p.evaluations for p in patients),
+        "patients": t.patients,
+        "withoutInfusion": t.without_infusion,
+        "evaluations": t.evaluations,
         "timelineRows": rows,
-        "reachedPossible": sum(1 for p in patients if p.first_possible is not None),
-        "reachedMet": sum(1 for p in patients if p.first_met is not None),
-        "cardsShown": sum(p.cards_shown for p in patients),
-        "patientDays": sum(len(p.card_days) for p in patients),
+        "reachedPossible": t.reached_possible,
+        "reachedMet": t.reached_met,
+        "cardsShown": t.cards_shown,
+        "patientDays": t.patient_days,
         "stepHours": options.settings.step.total_seconds() / 3600,
         "horizonDays": None if options.settings.horizon is None else options.settings.horizon.days,
         "overrides": list(options.overrides),
-        "workerSeconds": {
-            key: round(sum(g.seconds[key] for g in replayed), 3) for key in ("read", "evaluate")
-        },
+        "workerSeconds": {key: round(value, 3) for key, value in collector.seconds.items()},
     }
