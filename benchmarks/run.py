@@ -19,6 +19,7 @@ from benchmarks.fallback import fallback
 from benchmarks.hook_requests import SIZES, course, request_bytes
 from benchmarks.http_bench import latency, memory, throughput
 from benchmarks.inprocess import fixed_cost, measure
+from benchmarks.replay_bench import replay_section, replay_summary, replay_table
 from benchmarks.server import ServiceProcess
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -85,6 +86,7 @@ def table(results: dict[str, Any]) -> str:
         f"memory: peak worker RSS after 10,000-obs hooks {m['peak_rss_mb_10000']:.0f} MB; RSS growth over "
         f"{m['repeats']} hooks {m['rss_growth_pct_over_repeats']:.1f}%",
         f"cold start to discovery: {results['cold_start_s']:.2f}s",
+        *replay_table(results["replay"]),
     ]
     return "\n".join(rows)
 
@@ -102,6 +104,7 @@ def summary(results: dict[str, Any]) -> str:
         f"rss_mb@10000={results['memory']['peak_rss_mb_10000']:.0f}",
         f"rss_growth_pct@1000={results['memory']['rss_growth_pct_over_repeats']:.1f}",
         f"cold_start_s={results['cold_start_s']:.2f}",
+        *replay_summary(results["replay"]),
     ]
     return " ".join(parts)
 
@@ -120,6 +123,7 @@ def main() -> int:
         results["http_throughput"] = throughput(service, request_bytes(300))
         results["memory"] = memory(service, bodies[10000], request_bytes(300))
     results["fallback"] = run_fallback()
+    results["replay"] = replay_section()  # cds-service replay (benchmarks/replay_bench.py)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))

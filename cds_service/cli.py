@@ -126,6 +126,25 @@ def course_line(result: EvaluationResult) -> str:
     )
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from cds_service.replay.command import cmd_replay as run
+
+    return run(args)
+
+
+def _parse_duration(value: str) -> timedelta:
+    """--step: a duration, as --every (argparse names the option in its message)."""
+    try:
+        return _parse_every(value)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("--every must be", "must be")) from exc
+
+
+def _parse_horizon(value: str) -> timedelta | None:
+    """A duration after infusion (100d), or "none" to follow the data to its end."""
+    return None if value.strip().lower() == "none" else _parse_duration(value)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from cds_service.web.server import serve
 
@@ -234,6 +253,7 @@ first steps:
   cds-service evaluate FILE      evaluate a FHIR Bundle without a server
   cds-service config check       validate the configuration (environment + CDS_CONFIG_FILE)
   cds-service watch --once       one polling cycle over the watch list (docs/watch-list.md)
+  cds-service replay DIR --out OUT   replay a Bulk Data export silently (lead time, alert burden)
 
 Configuration comes from environment variables and an optional file; see docs/configuration.md.
 Run `cds-service COMMAND --help` for the options of a command."""
@@ -253,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_fixtures(sub)
     _add_watch(sub)
+    _add_replay(sub)
     return parser
 
 
@@ -400,6 +421,23 @@ def _add_watch(sub: Subparsers) -> None:
         "--format", choices=["json", "text"], default="text", help="the --once summary (default text)"
     )
     watch.set_defaults(func=cmd_watch)
+
+
+def _add_replay(sub: Subparsers) -> None:
+    from cds_service.replay.arguments import add_arguments
+
+    replay = _command(
+        sub,
+        "replay",
+        "replay a FHIR Bulk Data export through the engine (silent mode, on Dask)",
+        "Silent mode, not for clinical use. Evaluate every patient with an immune effector cell infusion\n"
+        "at every data arrival and every --step from infusion (each instant sees only the data on record\n"
+        "then), and write OUT/patients.csv, OUT/timeline.parquet, OUT/report.html and OUT/problems.csv.\n\n"
+        "example: cds-service replay export/ --out replay-out --labels export/labels.csv\n"
+        "See docs/replay.md (partitioning, --set syntax, labels metrics, clusters).",
+    )
+    add_arguments(replay, _parse_duration, _parse_horizon)
+    replay.set_defaults(func=cmd_replay)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

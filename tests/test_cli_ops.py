@@ -57,6 +57,7 @@ def test_top_level_help_explains_the_service_and_the_first_steps() -> None:
         (["config", "check"], ["CDS_CONFIG_FILE", "secrets masked", "Exit code 0"]),
         (["fixtures"], ["list"]),
         (["fixtures", "list"], ["fixtures/scenarios", "--paths"]),
+        (["replay"], ["Silent mode, not for clinical use", "--labels", "--set", "--scheduler", "example:"]),
     ],
 )
 def test_every_command_has_help(
