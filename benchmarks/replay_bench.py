@@ -261,32 +261,46 @@ def replay_section(parts: tuple[str, ...] = ("cost", "throughput", "memory")) ->
 
 
 def replay_table(results: dict[str, Any]) -> list[str]:
-    t, c, m = results["throughput_1000"], results["evaluation_cost"], results["memory"]
-    one, two = t["workers_1"], t["workers_2"]
-    return [
-        f"replay 1,000 patients ({two['evaluations']:,} evaluations), medians of {t['rounds']} rounds: "
-        f"1 worker {one['patients_per_s']:.2f} patients/s {one['evaluations_per_s']:.0f} evaluations/s; "
-        f"2 workers {two['patients_per_s']:.2f} patients/s {two['evaluations_per_s']:.0f} evaluations/s; "
-        f"scaling efficiency {t['scaling_efficiency']:.2f} (worker CPU per patient 1w/2w "
-        f"{t.get('work_efficiency', float('nan')):.2f})",
-        "replay evaluation vs in-process hook call (same patients): "
-        f"{c['replay_ms_per_evaluation']:.2f}ms vs {c['hook_ms_per_call']:.1f}ms, ratio {c['ratio']:.3f}",
-        f"replay peak RSS ({m['args']}, 2 workers): 1,000 patients driver {m['1000']['driver_mb']:.0f} MB, "
-        f"worker {m['1000']['worker_mb']:.0f} MB; 10,000 patients driver {m['10000']['driver_mb']:.0f} MB, "
-        f"worker {m['10000']['worker_mb']:.0f} MB "
-        f"(growth x{m['driver_growth']:.2f} / x{m['worker_growth']:.2f})",
-    ]
+    """The section's lines (a part never measured is left out)."""
+    lines: list[str] = []
+    if (t := results.get("throughput_1000")) is not None:
+        one, two = t["workers_1"], t["workers_2"]
+        lines.append(
+            f"replay 1,000 patients ({two['evaluations']:,} evaluations), medians of {t['rounds']} rounds: "
+            f"1 worker {one['patients_per_s']:.2f} patients/s {one['evaluations_per_s']:.0f} evaluations/s; "
+            f"2 workers {two['patients_per_s']:.2f} patients/s {two['evaluations_per_s']:.0f} evaluations/s; "
+            f"scaling efficiency {t['scaling_efficiency']:.2f} (worker CPU per patient 1w/2w "
+            f"{t.get('work_efficiency', float('nan')):.2f})"
+        )
+    if (c := results.get("evaluation_cost")) is not None:
+        lines.append(
+            "replay evaluation vs in-process hook call (same patients): "
+            f"{c['replay_ms_per_evaluation']:.2f}ms vs {c['hook_ms_per_call']:.1f}ms, ratio {c['ratio']:.3f}"
+        )
+    if (m := results.get("memory")) is not None:
+        small, large = m["1000"], m["10000"]
+        lines.append(
+            f"replay peak RSS ({m['args']}, 2 workers): 1,000 patients driver {small['driver_mb']:.0f} MB, "
+            f"worker {small['worker_mb']:.0f} MB; 10,000 patients driver {large['driver_mb']:.0f} MB, "
+            f"worker {large['worker_mb']:.0f} MB "
+            f"(growth x{m['driver_growth']:.2f} / x{m['worker_growth']:.2f})"
+        )
+    return lines
 
 
 def replay_summary(results: dict[str, Any]) -> list[str]:
-    t, c, m = results["throughput_1000"], results["evaluation_cost"], results["memory"]
-    return [
-        f"replay_patients_per_s@1w={t['workers_1']['patients_per_s']:.2f}",
-        f"replay_patients_per_s@2w={t['workers_2']['patients_per_s']:.2f}",
-        f"replay_scaling={t['scaling_efficiency']:.2f}",
-        f"replay_eval_vs_hook={c['ratio']:.3f}",
-        f"replay_worker_rss_mb@10000={m['10000']['worker_mb']:.0f}",
-    ]
+    out: list[str] = []
+    if (t := results.get("throughput_1000")) is not None:
+        out += [
+            f"replay_patients_per_s@1w={t['workers_1']['patients_per_s']:.2f}",
+            f"replay_patients_per_s@2w={t['workers_2']['patients_per_s']:.2f}",
+            f"replay_scaling={t['scaling_efficiency']:.2f}",
+        ]
+    if (c := results.get("evaluation_cost")) is not None:
+        out.append(f"replay_eval_vs_hook={c['ratio']:.3f}")
+    if (m := results.get("memory")) is not None:
+        out.append(f"replay_worker_rss_mb@10000={m['10000']['worker_mb']:.0f}")
+    return out
 
 
 def main() -> int:
