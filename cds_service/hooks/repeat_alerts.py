@@ -1,14 +1,19 @@
 """Fewer repeat alerts: after an override "already aware / being treated" the same card is one line a while.
 
-"The same card" is the same patient, service, IEC-HS status and grade. Its identity is stored only as a keyed
-hash, HMAC-SHA256(secret, patient id | service id | status | grade): no patient identifier is stored in clear.
-Two tables in the feedback database (shared by every worker; SQLite or PostgreSQL):
+"The same card" is the same patient, service, IEC-HS status and grade. Its identity is a keyed hash,
+HMAC-SHA256(secret, patient id | service id | status | grade): no patient identifier is stored in clear.
 
-* ``cds_card_identity``: card uuid -> identity hash, written when a card is issued (feedback names only the
-  card's uuid);
-* ``cds_card_suppression``: identity hash -> until when the card is acknowledged, written when an override
+Feedback names a card only by its uuid, so the card carries its identity in its uuid: a met patient-view card
+gets a UUIDv8 (RFC 9562) whose first 10 bytes are the identity's first 10 (version and variant bits set: 74
+bits of the hash) and whose last 6 are random. Nothing is written when a card is issued (the hook's hot path
+only reads); the feedback endpoint reads the identity back from the uuid. One table in the feedback database
+(shared by every worker; SQLite or PostgreSQL):
+
+* ``cds_card_suppression``: identity key -> until when the card is acknowledged, written when an override
   with one of ``repeat_alerts.reasons`` (cards/templates.yaml) arrives; ``repeat_alerts.hours`` long (24 h).
 
+A uuid the service did not make this way (another version, another card) acknowledges nothing; one made up
+by a client acknowledges an identity only if it copies a card's, which only the holder of that card knows.
 A new status or grade is a new identity, so it is shown in full again at once. The secret is
 ``CDS_REPEAT_ALERT_KEY`` (or ``app.config["REPEAT_ALERT_KEY"]``); development mode without one uses a fixed,
 published development key (synthetic data only); production without one turns the feature off (every card in
@@ -21,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import os
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -31,15 +37,8 @@ from cds_service.hooks.feedback import FeedbackRecord, metadata
 log = logging.getLogger("cds_service.hooks.repeat_alerts")
 KEY_VARIABLE = "CDS_REPEAT_ALERT_KEY"
 DEVELOPMENT_KEY = b"development-only repeat-alert key (synthetic data only)"
-KEEP_IDENTITIES = timedelta(days=7)  # feedback for a card older than this no longer suppresses anything
+KEY_BYTES = 10  # of the card uuid that carry the identity; the other 6 are random (unique uuids)
 
-identity_table = Table(
-    "cds_card_identity",
-    metadata,
-    Column("card_uuid", String(256), primary_key=True),
-    Column("identity", String(64), nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=False),
-)
 suppression_table = Table(
     "cds_card_suppression",
     metadata,
@@ -49,60 +48,70 @@ suppression_table = Table(
 
 
 class RepeatAlerts:
-    """Identity hashes of issued cards and the acknowledged ones, behind the feedback store's engine."""
+    """Card identities carried in card uuids, and the acknowledged ones in the feedback database."""
 
     def __init__(self, engine: Engine, secret: bytes, hours: float, reasons: Iterable[str]) -> None:
         self.engine = engine
         self._secret = secret
         self.window = timedelta(hours=hours)
         self.reasons = frozenset(reasons)
-        metadata.create_all(engine, tables=[identity_table, suppression_table])
+        metadata.create_all(engine, tables=[suppression_table])
 
     def identity(self, patient_id: str, service_id: str, status: str, grade: int | None) -> str:
         message = "|".join((patient_id, service_id, status, "" if grade is None else str(grade)))
         return hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
 
+    @staticmethod
+    def card_uuid(identity: str) -> str:
+        """A fresh uuid for a card of this identity (the identity readable back by `key_of`)."""
+        return str(uuid.UUID(bytes=_key_bytes(identity) + os.urandom(16 - KEY_BYTES)))
+
     def acknowledged(self, identity: str, now: datetime) -> bool:
-        query = select(suppression_table.c.until).where(suppression_table.c.identity == identity)
+        key = _key_bytes(identity).hex()
+        query = select(suppression_table.c.until).where(suppression_table.c.identity == key)
         with self.engine.connect() as connection:
             until = connection.execute(query).scalar_one_or_none()
         return until is not None and _aware(until) > now
 
-    def issued(self, card_uuids: Iterable[str], identity: str, now: datetime) -> None:
-        rows = [{"card_uuid": uuid, "identity": identity, "issued_at": now} for uuid in card_uuids]
-        if not rows:
-            return
-        with self.engine.begin() as connection:
-            for row in rows:
-                existing = select(identity_table.c.card_uuid).where(
-                    identity_table.c.card_uuid == row["card_uuid"]
-                )
-                if connection.execute(existing).first() is None:
-                    connection.execute(insert(identity_table), row)
-            connection.execute(
-                delete(identity_table).where(identity_table.c.issued_at < now - KEEP_IDENTITIES)
-            )
-
     def feedback(self, records: Iterable[FeedbackRecord], now: datetime) -> int:
         """Acknowledge the cards overridden with a repeat-alert reason; returns how many identities."""
-        uuids = [
-            r.card_uuid for r in records if r.outcome == "overridden" and r.override_code in self.reasons
-        ]
-        if not uuids:
+        keys = {
+            key
+            for r in records
+            if r.outcome == "overridden" and r.override_code in self.reasons
+            if (key := key_of(r.card_uuid)) is not None
+        }
+        if not keys:
             return 0
         until = now + self.window
-        query = select(identity_table.c.identity).where(identity_table.c.card_uuid.in_(uuids))
         with self.engine.begin() as connection:
-            identities = set(connection.execute(query).scalars())
-            for identity in identities:
+            connection.execute(delete(suppression_table).where(suppression_table.c.until < now))
+            for key in sorted(keys):
                 changed = connection.execute(
-                    update(suppression_table)
-                    .where(suppression_table.c.identity == identity)
-                    .values(until=until)
+                    update(suppression_table).where(suppression_table.c.identity == key).values(until=until)
                 ).rowcount
                 if not changed:
-                    connection.execute(insert(suppression_table), {"identity": identity, "until": until})
-        return len(identities)
+                    connection.execute(insert(suppression_table), {"identity": key, "until": until})
+        return len(keys)
+
+
+def _key_bytes(identity: str) -> bytes:
+    """The identity's first KEY_BYTES bytes as they stand in the card uuid (version 8, RFC variant)."""
+    key = bytearray(bytes.fromhex(identity)[:KEY_BYTES])
+    key[6] = (key[6] & 0x0F) | 0x80  # version 8: custom layout
+    key[8] = (key[8] & 0x3F) | 0x80  # variant: RFC 9562
+    return bytes(key)
+
+
+def key_of(card_uuid: str) -> str | None:
+    """The identity key a card uuid carries, or None for a uuid not made by `card_uuid`."""
+    try:
+        parsed = uuid.UUID(card_uuid)
+    except ValueError:
+        return None
+    if parsed.variant != uuid.RFC_4122 or parsed.version != 8:
+        return None
+    return parsed.bytes[:KEY_BYTES].hex()
 
 
 def _aware(value: datetime) -> datetime:
