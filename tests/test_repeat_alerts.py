@@ -114,7 +114,7 @@ def _overridden(card_uuid: str, code: str = "already-managed") -> FeedbackRecord
 def test_a_new_status_or_grade_is_a_new_card_and_the_window_ends(alerts: RepeatAlerts) -> None:
     now = datetime(2026, 3, 15, 20, tzinfo=UTC)
     grade_2 = alerts.identity("p1", "iec-hs-screening", "met", 2)
-    assert alerts.feedback([_overridden(alerts.card_uuid(grade_2))], now) == 1
+    assert alerts.feedback([_overridden(alerts.card_uuid(grade_2, "c1"))], now) == 1
     assert alerts.acknowledged(grade_2, now + timedelta(hours=23))
     assert not alerts.acknowledged(grade_2, now + timedelta(hours=24, seconds=1))
     assert not alerts.acknowledged(alerts.identity("p1", "iec-hs-screening", "met", 3), now)
@@ -124,9 +124,10 @@ def test_a_new_status_or_grade_is_a_new_card_and_the_window_ends(alerts: RepeatA
 def test_each_card_has_its_own_uuid_and_any_of_them_acknowledges_the_identity(alerts: RepeatAlerts) -> None:
     now = datetime(2026, 3, 15, 20, tzinfo=UTC)
     identity = alerts.identity("p1", "iec-hs-screening", "met", 2)
-    uuids = {alerts.card_uuid(identity) for _ in range(1000)}
+    uuids = {alerts.card_uuid(identity, str(uuid.uuid4())) for _ in range(1000)}
     assert len(uuids) == 1000 and {uuid.UUID(u).version for u in uuids} == {8}
     assert len({key_of(u) for u in uuids}) == 1
+    assert alerts.card_uuid(identity, "uuid-7") == alerts.card_uuid(identity, "uuid-7")  # a test factory's
     assert alerts.feedback([_overridden(sorted(uuids)[500])], now) == 1
     assert alerts.acknowledged(identity, now)
 
@@ -136,7 +137,7 @@ def test_uuids_the_service_did_not_make_acknowledge_nothing(alerts: RepeatAlerts
     identity = alerts.identity("p1", "iec-hs-screening", "met", 2)
     foreign = [str(uuid.uuid4()), "uuid-1", "not a uuid", "", str(uuid.UUID(int=0))]
     assert alerts.feedback([_overridden(u) for u in foreign], now) == 0
-    ours = alerts.card_uuid(identity)
+    ours = alerts.card_uuid(identity, "c1")
     assert alerts.feedback([_overridden(ours, code="not-relevant")], now) == 0  # not a repeat-alert reason
     assert not alerts.acknowledged(identity, now)
 
@@ -144,14 +145,14 @@ def test_uuids_the_service_did_not_make_acknowledge_nothing(alerts: RepeatAlerts
 def test_expired_acknowledgements_are_removed_by_later_feedback(alerts: RepeatAlerts) -> None:
     now = datetime(2026, 3, 15, 20, tzinfo=UTC)
     old = alerts.identity("p1", "iec-hs-screening", "met", 2)
-    alerts.feedback([_overridden(alerts.card_uuid(old))], now)
+    alerts.feedback([_overridden(alerts.card_uuid(old, "c1"))], now)
     later = now + timedelta(days=2)
     alerts.feedback(
-        [_overridden(alerts.card_uuid(alerts.identity("p2", "iec-hs-screening", "met", 2)))], later
+        [_overridden(alerts.card_uuid(alerts.identity("p2", "iec-hs-screening", "met", 2), "c2"))], later
     )
     with alerts.engine.connect() as connection:
         keys = list(connection.execute(text("SELECT identity FROM cds_card_suppression")).scalars())
-    assert keys == [key_of(alerts.card_uuid(alerts.identity("p2", "iec-hs-screening", "met", 2)))]
+    assert keys == [key_of(alerts.card_uuid(alerts.identity("p2", "iec-hs-screening", "met", 2), "c2"))]
 
 
 def test_the_identity_is_a_keyed_hash(alerts: RepeatAlerts, tmp_path: Path) -> None:

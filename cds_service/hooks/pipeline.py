@@ -105,7 +105,7 @@ def render_cards(
         cards = render_patient_view(result, context, content=env.cards, knowledge=env.knowledge)
         if identity is not None and env.repeat_alerts is not None:
             for card in cards:  # the uuid carries the identity: feedback names the card by its uuid only
-                card["uuid"] = env.repeat_alerts.card_uuid(identity)
+                card["uuid"] = env.repeat_alerts.card_uuid(identity, str(card["uuid"]))
         return cards
     return render_order_hook(
         result, request.draft_orders, request.selections, context, content=env.cards, knowledge=env.knowledge

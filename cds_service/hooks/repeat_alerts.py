@@ -5,9 +5,9 @@ HMAC-SHA256(secret, patient id | service id | status | grade): no patient identi
 
 Feedback names a card only by its uuid, so the card carries its identity in its uuid: a met patient-view card
 gets a UUIDv8 (RFC 9562) whose first 10 bytes are the identity's first 10 (version and variant bits set: 74
-bits of the hash) and whose last 6 are random. Nothing is written when a card is issued (the hook's hot path
-only reads); the feedback endpoint reads the identity back from the uuid. One table in the feedback database
-(shared by every worker; SQLite or PostgreSQL):
+bits of the hash) and whose last 6 come from the card's random uuid. Nothing is written when a card is issued
+(the hook's hot path only reads); the feedback endpoint reads the identity back from the uuid. One table in
+the feedback database (shared by every worker; SQLite or PostgreSQL):
 
 * ``cds_card_suppression``: identity key -> until when the card is acknowledged, written when an override
   with one of ``repeat_alerts.reasons`` (cards/templates.yaml) arrives; ``repeat_alerts.hours`` long (24 h).
@@ -62,9 +62,11 @@ class RepeatAlerts:
         return hmac.new(self._secret, message.encode("utf-8"), hashlib.sha256).hexdigest()
 
     @staticmethod
-    def card_uuid(identity: str) -> str:
-        """A fresh uuid for a card of this identity (the identity readable back by `key_of`)."""
-        return str(uuid.UUID(bytes=_key_bytes(identity) + os.urandom(16 - KEY_BYTES)))
+    def card_uuid(identity: str, drawn: str) -> str:
+        """The uuid of a card of this identity (readable back by `key_of`): its last bytes come from `drawn`,
+        the uuid the card was given (random in service, deterministic under a test's uuid factory)."""
+        tail = hashlib.sha256(drawn.encode("utf-8")).digest()[: 16 - KEY_BYTES]
+        return str(uuid.UUID(bytes=_key_bytes(identity) + tail))
 
     def acknowledged(self, identity: str, now: datetime) -> bool:
         key = _key_bytes(identity).hex()
