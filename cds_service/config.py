@@ -400,27 +400,23 @@ def _existing_file(name: str, raw: str) -> Path:
 
 def _non_negative(maximum: float) -> Callable[[str, str], float]:
     """A parser for a float in [0, maximum] (0 is meaningful: no leeway, no refresh interval)."""
-
-    def parse(name: str, raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigurationError(name, f"expected a number, got {raw!r}") from None
-        if not 0 <= value <= maximum:
-            raise ConfigurationError(name, f"must be >= 0 and <= {maximum:g}, got {raw!r}")
-        return value
-
-    return parse
+    return _in_range(float, "a number", maximum)
 
 
 def _non_negative_int(maximum: int) -> Callable[[str, str], int]:
-    def parse(name: str, raw: str) -> int:
+    return _in_range(int, "an integer", maximum)
+
+
+def _in_range(convert: Callable[[str], N], kind: str, maximum: N) -> Callable[[str, str], N]:
+    """A parser for a number in [0, maximum] (`kind` names it in the error)."""
+
+    def parse(name: str, raw: str) -> N:
         try:
-            value = int(raw)
+            value = convert(raw)
         except ValueError:
-            raise ConfigurationError(name, f"expected an integer, got {raw!r}") from None
+            raise ConfigurationError(name, f"expected {kind}, got {raw!r}") from None
         if not 0 <= value <= maximum:
-            raise ConfigurationError(name, f"must be >= 0 and <= {maximum}, got {raw!r}")
+            raise ConfigurationError(name, f"must be >= 0 and <= {maximum:g}, got {raw!r}")
         return value
 
     return parse

@@ -45,6 +45,7 @@ from sqlalchemy import (
     Engine,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -58,6 +59,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 patients_table = Table(
@@ -360,23 +362,16 @@ class WatchStore:
             due = or_(table.c.next_due <= now, notified)
         else:
             due = or_(table.c.last_polled.is_(None), table.c.last_polled < cycle_start)
-        candidates = (
-            select(table.c.id)
-            .where(table.c.active.is_(True), free, due)
-            .order_by(table.c.next_due, table.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        lease = {"lease_owner": owner, "lease_until": now + lease_s, "version": table.c.version + 1}
         with self.engine.begin() as connection:
-            ids = [row.id for row in connection.execute(candidates)]
-            if not ids:
-                return []
-            connection.execute(
-                update(table)
-                .where(table.c.id.in_(ids))
-                .values(lease_owner=owner, lease_until=now + lease_s, version=table.c.version + 1)
+            rows = _lease(
+                connection,
+                table,
+                (table.c.active.is_(True), free, due),
+                (table.c.next_due, table.c.id),
+                limit,
+                lease,
             )
-            rows = connection.execute(select(table).where(table.c.id.in_(ids)).order_by(table.c.next_due))
             return [_entry(row._mapping) for row in rows]
 
     def finish(
@@ -454,21 +449,10 @@ class WatchStore:
     def claim_outbox(self, owner: str, now: float, lease_s: float, limit: int) -> list[OutboxItem]:
         table = outbox_table
         free = or_(table.c.lease_until.is_(None), table.c.lease_until < now)
-        candidates = (
-            select(table.c.id)
-            .where(table.c.state == "pending", table.c.next_attempt_at <= now, free)
-            .order_by(table.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        where = (table.c.state == "pending", table.c.next_attempt_at <= now, free)
+        lease = {"lease_owner": owner, "lease_until": now + lease_s}
         with self.engine.begin() as connection:
-            ids = [row.id for row in connection.execute(candidates)]
-            if not ids:
-                return []
-            connection.execute(
-                update(table).where(table.c.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease_s)
-            )
-            rows = connection.execute(select(table).where(table.c.id.in_(ids)).order_by(table.c.id))
+            rows = _lease(connection, table, where, (table.c.id,), limit, lease)
             return [
                 OutboxItem(
                     id=row.id,
@@ -618,6 +602,26 @@ def _entry(row: Mapping[str, Any] | RowMapping) -> WatchEntry:
         subscription_secret_hash=row["subscription_secret_hash"],
         version=row["version"],
     )
+
+
+def _lease(
+    connection: Connection,
+    table: Table,
+    where: Sequence[ColumnElement[bool]],
+    order: Sequence[ColumnElement[Any]],
+    limit: int,
+    lease: Mapping[str, Any],
+) -> list[Row[Any]]:
+    """Lease up to `limit` rows matching `where` (in `order`): rows another process holds locked are skipped,
+    never waited on (SKIP LOCKED; SQLite has one writer anyway); the leased rows as now written."""
+    candidates = (
+        select(table.c.id).where(*where).order_by(*order).limit(limit).with_for_update(skip_locked=True)
+    )
+    ids = [row.id for row in connection.execute(candidates)]
+    if not ids:
+        return []
+    connection.execute(update(table).where(table.c.id.in_(ids)).values(**lease))
+    return list(connection.execute(select(table).where(table.c.id.in_(ids)).order_by(*order)))
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
