@@ -66,6 +66,16 @@ def test_fever_starts_an_inferred_episode_at_38_0(value: float, episode: bool) -
         assert "inferred from vital signs" in result.crs[0].evidence[0].description
 
 
+@pytest.mark.parametrize("site_code", ["8331-1", "8332-9", "8328-7", "8333-7"])
+def test_a_temperature_coded_by_its_site_alone_counts(site_code: str) -> None:
+    """Oral, rectal, axillary and tympanic codes sent instead of 8310-5: the fever and the afebrile days
+    that make "none" knowable are read the same."""
+    site_days = [obs(site_code, 36.8, "Cel", day(d, 2)) for d in range(0, 15)]
+    assert run(*site_days, at=day(15)).crs_status == "none"
+    febrile_at_site = run(*site_days[:4], obs(site_code, 38.0, "Cel", day(3, 6)), at=day(3, 8))
+    assert febrile_at_site.crs_status == "active" and febrile_at_site.crs[0].source == "inferred"
+
+
 def test_a_fever_after_the_onset_window_is_not_crs() -> None:
     result = run(*afebrile_days(0, 16), temp(39.0, day(16, 6)), at=day(16, 8))
     assert result.crs == () and result.crs_status == "none"

@@ -32,10 +32,11 @@ from cds_service.cards.drafts import create_action, delete_action, medication_re
 from cds_service.cards.markdown import md
 from cds_service.cards.plan import next_step
 from cds_service.cards.templating import fill
-from cds_service.engine.events import drug_class
+from cds_service.engine.events import drug_class, medication_concept
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
+from cds_service.engine.resources import ResourceSet
 
 REPLACEMENT = "anakinra"  # the ASTCT first-line agent offered instead of IL-6 blockade
 
@@ -47,36 +48,24 @@ class Draft:
     role: str
 
 
-def _concept(resource: dict[str, Any]) -> Any:
-    """medicationCodeableConcept, or the code of a contained Medication it references."""
-    if "medicationCodeableConcept" in resource:
-        return resource["medicationCodeableConcept"]
-    ref = resource.get("medicationReference")
-    target = ref.get("reference") if isinstance(ref, dict) else None
-    contained = resource.get("contained")
-    for item in contained if isinstance(contained, list) else []:
-        if isinstance(item, dict) and isinstance(target, str) and target == f"#{item.get('id')}":
-            return item.get("code")
-    return None
-
-
-def _medication_requests(draft_orders: Any) -> list[dict[str, Any]]:
-    entries = draft_orders.get("entry") if isinstance(draft_orders, dict) else None
-    resources = (
-        [e.get("resource") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-    )
-    return [r for r in resources if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
+def _draft_resources(draft_orders: Any) -> ResourceSet:
+    """The draft Bundle's resources: its MedicationRequests and any Medication they reference."""
+    resources = ResourceSet()
+    if isinstance(draft_orders, dict):
+        resources.add(draft_orders, "context.draftOrders")
+    return resources
 
 
 def classify_drafts(kb: Knowledge, draft_orders: Any, selections: list[str] | None) -> list[Draft]:
     """The draft MedicationRequests (only the selected ones for order-select) with a known drug class."""
     drafts: list[Draft] = []
-    for resource in _medication_requests(draft_orders):
+    resources = _draft_resources(draft_orders)
+    for resource in resources.by_type.get("MedicationRequest", []):
         rid = resource.get("id")
         reference = f"MedicationRequest/{rid}" if isinstance(rid, str) and rid else None
         if selections is not None and reference not in selections:
             continue
-        cls = drug_class(kb, _concept(resource))
+        cls = drug_class(kb, medication_concept(resources, resource))
         if cls is not None:
             drafts.append(Draft(reference, cls, kb.drug_roles[cls]))
     return drafts

@@ -93,20 +93,32 @@ def _drug_class(kb: Knowledge, concept: Any) -> str | None:
 
 
 def medication_concept(resources: ResourceSet, resource: dict[str, Any]) -> Any:
-    """medicationCodeableConcept, or the code of the referenced (or contained) Medication."""
+    """medicationCodeableConcept, or the code of the referenced (or contained) Medication, or else the
+    reference's display as text: EHRs often reference a Medication the prefetch did not include, and the
+    display ("anakinra (KINERET) 100 mg/0.67 mL syringe") is what their own screens show."""
     concept = resource.get("medicationCodeableConcept")
     if concept is not None:
         return concept
-    ref = reference_id(resource.get("medicationReference"))
-    if ref is None:
-        return None
-    if ref.startswith("#"):
-        for contained in resource.get("contained", []) if isinstance(resource.get("contained"), list) else []:
-            if isinstance(contained, dict) and f"#{contained.get('id')}" == ref:
-                return contained.get("code")
-        return None
-    target = resources.resource(ref)
-    return target.get("code") if target else None
+    reference = resource.get("medicationReference")
+    ref = reference_id(reference)
+    target: Any = None
+    if ref is not None and ref.startswith("#"):
+        contained = resource.get("contained")
+        for item in contained if isinstance(contained, list) else []:
+            if isinstance(item, dict) and f"#{item.get('id')}" == ref:
+                target = item
+    elif ref is not None:
+        target = resources.resource(_type_and_id(ref))
+    if isinstance(target, dict) and target.get("code") is not None:
+        return target["code"]
+    display = reference.get("display") if isinstance(reference, dict) else None
+    return {"text": display} if isinstance(display, str) and display.strip() else None
+
+
+def _type_and_id(ref: str) -> str:
+    """`Medication/<id>` from a relative or absolute reference (a version suffix dropped)."""
+    parts = ref.split("/_history/")[0].rstrip("/").split("/")
+    return "/".join(parts[-2:])
 
 
 def drug_events(kb: Knowledge, resources: ResourceSet, issues: list[DataIssue]) -> list[DrugEvent]:
