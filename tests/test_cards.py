@@ -30,7 +30,7 @@ from cds_service.engine import EvaluationResult, evaluate
 from cds_service.engine.instruments.registry import IEC_HS
 from cds_service.engine.model import Gap
 from tests.engine_helpers import CONTENT, KB
-from tests.fhir_builders import RXNORM, bundle, car_t, crs, day, medication, obs, patient
+from tests.fhir_builders import RXNORM, bundle, car_t, crs, day, iso, medication, obs, patient
 
 AT = day(13)  # day +13 after the axi-cel infusion of the builders
 
@@ -264,6 +264,59 @@ def test_late_inflammatory_signal_speaks_outside_the_risk_window() -> None:
 def test_a_data_gap_is_stated_on_the_card(key: str) -> None:
     card = one_card(classic(), data_gaps=(key,))
     assert f"- Not read in full: {CONTENT.prefetch_gaps[key]}" in plain(card["detail"]).splitlines()
+
+
+def text_ferritin(text: str, when: Any, issued: Any = None) -> dict[str, Any]:
+    """A ferritin result the lab sent as text (beyond the assay's range), not as a Quantity."""
+    resource = obs("2276-4", 0, "ng/mL", when, high=300)
+    del resource["valueQuantity"]
+    resource["valueString"] = text
+    if issued is not None:
+        resource["issued"] = iso(issued)
+    return resource
+
+
+def unseen_lines(card: dict[str, Any]) -> list[str]:
+    lines = plain(card["detail"]).split("**What the service could not see**")[1].split("\n\n")[0]
+    return [line for line in lines.splitlines() if line.startswith("- ")]
+
+
+def test_a_decisive_result_that_could_not_be_read_is_named_with_its_text() -> None:
+    card = one_card(classic(text_ferritin(">100000", day(12, 6))))
+    assert "- Ferritin result not readable (day +12 18:00): reported as text '>100000', not as a number" in (
+        unseen_lines(card)
+    )
+
+
+def test_unreadable_results_are_counted_per_analyte_with_the_latest_reason() -> None:
+    card = one_card(classic(text_ferritin("see note", day(11)), text_ferritin(">100000", day(12, 6))))
+    assert unseen_lines(card) == [
+        "- Ferritin: 2 results not readable, latest day +12 18:00: "
+        "reported as text '>100000', not as a number"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("when", "issued"),
+    [
+        (day(2), None),  # before the 7-day window
+        (day(13, 6), None),  # after the instant
+        (day(12, 6), day(13, 2)),  # drawn before the instant, released after it: not on record then
+    ],
+)
+def test_an_unreadable_result_outside_the_window_or_not_yet_on_record_is_not_named(
+    when: Any, issued: Any
+) -> None:
+    card = one_card(classic(text_ferritin(">100000", when, issued)))
+    assert "What the service could not see" not in card["detail"]
+
+
+def test_an_unreadable_result_of_an_analyte_that_decides_nothing_is_not_on_the_card() -> None:
+    triglycerides = obs("2571-8", 0, "mg/dL", day(12, 6))
+    del triglycerides["valueQuantity"]
+    triglycerides["valueString"] = "lipemic"
+    card = one_card(classic(triglycerides))
+    assert "What the service could not see" not in card["detail"]
 
 
 def test_without_the_infusion_record_a_ferritin_signal_is_possible_not_silent() -> None:

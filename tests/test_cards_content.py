@@ -141,6 +141,8 @@ def _option(data: dict[str, Any], option_id: str) -> dict[str, Any]:
         ("templates.yaml", lambda d: d["repeat_alerts"].update(hours=-1), "repeat_alerts.hours"),
         ("templates.yaml", lambda d: d["citation_short"].update(nobody2099="x"), "citation_short"),
         ("templates.yaml", lambda d: d["prefetch_gaps"].pop("conditions"), "prefetch_gaps"),
+        ("templates.yaml", lambda d: d["unread_analytes"].append("ferritine"), "unread_analytes"),
+        ("templates.yaml", lambda d: d["labels"].update(unread_one="{analyte} {value}"), "labels.unread_one"),
         ("templates.yaml", lambda d: d["gap_words"].pop("crs-active"), "gap_words"),
         (
             "templates.yaml",

@@ -50,6 +50,7 @@ def check_templates(path: Path, doc: dict[str, Any], kb: Knowledge, medications:
     _known(path, "$.products_not_identified", doc["products_not_identified"], kb.products, "product id")
     _known(path, "$.drug_names", doc["drug_names"], medications, "drug class")
     _known(path, "$.citation_short", doc["citation_short"], kb.citations, "citation id")
+    _known(path, "$.unread_analytes", doc["unread_analytes"], kb.analytes, "analyte")
     _known(path, "$.prefetch_gaps", doc["prefetch_gaps"], vocab.PREFETCH_KEYS, "prefetch key")
     missing = sorted(vocab.PREFETCH_KEYS - set(doc["prefetch_gaps"]))
     if missing:

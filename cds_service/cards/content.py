@@ -130,6 +130,7 @@ class CardContent:
     display_units: Mapping[str, str]
     citation_short: Mapping[str, str]
     prefetch_gaps: Mapping[str, str]
+    unread_analytes: tuple[str, ...]  # decisive analytes whose unreadable results a card names
     orderable_labs: Mapping[str, str]  # analyte -> what a result decides (status | supportive)
     lab_category: Mapping[str, str]
     medication_category: Mapping[str, str]
@@ -236,6 +237,7 @@ def build_content(directory: Path, kb: Knowledge) -> CardContent:
         display_units=_frozen(doc["display_units"]),
         citation_short=_frozen(doc["citation_short"]),
         prefetch_gaps=_frozen(doc["prefetch_gaps"]),
+        unread_analytes=tuple(doc["unread_analytes"]),
         orderable_labs=_frozen({k: v["decides"] for k, v in doc["orderable_labs"].items()}),
         lab_category=_frozen(doc["lab_category"]),
         medication_category=_frozen(doc["medication_category"]),

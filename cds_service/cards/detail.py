@@ -12,7 +12,7 @@ from cds_service.cards.dosing import Body, arithmetic, doses_for
 from cds_service.cards.markdown import md
 from cds_service.cards.plan import Step
 from cds_service.engine.instruments.registry import IEC_HS
-from cds_service.engine.model import CriterionResult, EvaluationResult, Evidence
+from cds_service.engine.model import CriterionResult, DataIssue, EvaluationResult, Evidence
 
 MAX_FINDINGS = 4  # plus the status line: the 3-5 decisive findings
 MAX_COURSES = 4
@@ -147,11 +147,40 @@ def next_lines(env: Env, result: EvaluationResult, step: Step, body: Body) -> li
 
 
 def unseen(env: Env, result: EvaluationResult, ctx: CardContext) -> list[str]:
-    """At most three: the service's data gaps, then what keeps the IEC-HS status from being decided (the
-    engine's gaps by code, in the card's words)."""
+    """At most three: the service's data gaps, what keeps the IEC-HS status from being decided (the
+    engine's gaps by code, in the card's words), then decisive results that could not be read."""
     items = [md(env.label("gap_key", what=env.content.prefetch_gaps.get(key, key))) for key in ctx.data_gaps]
     items += [md(env.gap(result, gap, "detail")) for gap in IEC_HS.result(result.instruments).gaps]
+    items += unreadable(env, result)
     return items[:MAX_GAPS]
+
+
+def unreadable(env: Env, result: EvaluationResult) -> list[str]:
+    """One line per decisive analyte with a result in the window that was on record at the instant but
+    whose value could not be read (the latest one's reason)."""
+    found: dict[str, list[DataIssue]] = {}
+    for issue in result.data_quality.issues:
+        if issue.analyte not in env.content.unread_analytes or issue.time is None:
+            continue
+        on_record = max(issue.time, issue.released or issue.time)
+        if result.window_start <= issue.time and on_record <= result.at:
+            found.setdefault(issue.analyte, []).append(issue)
+    lines = []
+    for analyte in env.content.unread_analytes:
+        issues = sorted(found.get(analyte, []), key=lambda i: i.time or result.at)
+        if not issues:
+            continue
+        latest = issues[-1]
+        words = {
+            "analyte": env.kb.display(analyte),
+            "when": when(env, result, latest.time),
+            "why": latest.problem.removesuffix(": excluded"),
+        }
+        if len(issues) == 1:
+            lines.append(md(env.label("unread_one", **words)))
+        else:
+            lines.append(md(env.label("unread_many", count=str(len(issues)), **words)))
+    return lines
 
 
 def assemble(env: Env, sections: list[list[str]]) -> str:

@@ -69,6 +69,8 @@ LABELS: dict[str, frozenset[str]] = {
     "more_on_dashboard": frozenset(),
     "sources": frozenset(),
     "gap_key": frozenset({"what"}),
+    "unread_one": frozenset({"analyte", "when", "why"}),
+    "unread_many": frozenset({"analyte", "count", "when", "why"}),
     "gap_key_summary": frozenset({"what"}),
     **{f"line_{key}": frozenset() for key in ("first", "second", "salvage")},
 }

@@ -64,6 +64,12 @@ class DataIssue:
     problem: str
     path: str | None = None
     severity: Literal["excluded", "flagged"] = "excluded"
+    # A result whose value could not be read: its analyte, effective time and release (issued), so a card
+    # can say which decisive result it could not see, once it was on record (not in the JSON document: the
+    # resource id is there).
+    analyte: str | None = field(default=None, metadata={"json": False})
+    time: datetime | None = field(default=None, metadata={"json": False})
+    released: datetime | None = field(default=None, metadata={"json": False})
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ class Admitted(NamedTuple):
     issued: datetime | None  # released (Observation.issued), when known
 
 
+TEXT_SHOWN = 24  # characters of a text value quoted in its data-quality issue
 _UNSEEN: Any = object()  # a cache miss, where None is a cached answer
 
 
@@ -129,17 +130,30 @@ class ValueReader:
         """The general path: the value of `holder` (an Observation or a component, at `path`), or None with
         the reason reported (none when the value is absent with a dataAbsentReason)."""
         analyte, code, fasting = mapped
+
+        def issue(problem: str, where: str) -> None:
+            self._issues.append(
+                DataIssue(
+                    key, problem, path=where, analyte=analyte, time=admitted.time, released=admitted.issued
+                )
+            )
+
         quantity = holder.get("valueQuantity")
         if type(quantity) is not dict:
-            if "dataAbsentReason" not in holder:
-                self._issue(key, "no numeric valueQuantity: excluded", f"{path}value[x]")
+            text = holder.get("valueString")
+            if type(text) is str and text.strip():
+                # Results beyond an assay's range often arrive as text (">100000"): say what it was.
+                shown = text.strip()[:TEXT_SHOWN] + ("..." if len(text.strip()) > TEXT_SHOWN else "")
+                issue(f"reported as text '{shown}', not as a number: excluded", f"{path}valueString")
+            elif "dataAbsentReason" not in holder:
+                issue("no numeric valueQuantity: excluded", f"{path}value[x]")
             return None
         raw = quantity.get("value")
         if type(raw) is not float and type(raw) is not int or not -1e15 < raw < 1e15:
             raw = number(raw)
             if raw is None:
                 problem = "valueQuantity.value is not a finite number: excluded"
-                self._issue(key, problem, f"{path}valueQuantity.value")
+                issue(problem, f"{path}valueQuantity.value")
                 return None
         unit = quantity.get("code")
         if type(unit) is not str or quantity.get("system", UCUM) != UCUM:
@@ -147,26 +161,23 @@ class ValueReader:
             if unit is None and self._lookups.kb.analytes[analyte].get("dimensionless"):
                 unit = ""
             if unit is None:
-                self._issue(key, "valueQuantity has no unit: excluded", f"{path}valueQuantity.code")
+                issue("valueQuantity has no unit: excluded", f"{path}valueQuantity.code")
                 return None
         try:
             recipe = self._lookups.recipe(analyte, code, fasting, unit)
         except UnitError as exc:
             problem = f"unit {exc} ({self._lookups.kb.display(analyte)}): excluded"
-            self._issue(key, problem, f"{path}valueQuantity.code")
+            issue(problem, f"{path}valueQuantity.code")
             return None
         comparator = quantity.get("comparator")
         # Not one of FHIR's four (another code, a number, an array): a plain value, as on the typed path.
         comparator = comparator_of(comparator) if type(comparator) is str else None
         if not recipe.sure_low < raw < recipe.sure_high and not plausible(recipe, raw, comparator):
-            self._issue(key, self._implausible(recipe, raw, comparator), f"{path}valueQuantity.value")
+            issue(self._implausible(recipe, raw, comparator), f"{path}valueQuantity.value")
             return None
         bounds = self._lookups.general_range(recipe, holder.get("referenceRange"))
         time, preliminary, issued = admitted
         return self.build(recipe, raw, comparator, key, time, bounds, preliminary, issued)
-
-    def _issue(self, key: str, problem: str, path: str) -> None:
-        self._issues.append(DataIssue(key, problem, path=path))
 
     def _implausible(self, recipe: Recipe, raw: float, comparator: str | None) -> str:
         """Why a value was excluded as implausible, in the reported and (if another) the canonical unit."""
