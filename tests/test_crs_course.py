@@ -127,6 +127,16 @@ def test_agents_that_do_not_overlap_are_one_vasopressor_at_a_time() -> None:
     assert grade(run(*febrile(3, 12), *drips, at=day(3, 18))).max_grade == 3
 
 
+@pytest.mark.parametrize(("minutes_later", "expected"), [(360, 3), (359, 4)])
+def test_an_administration_charted_at_one_instant_runs_for_the_configured_6_hours(
+    minutes_later: int, expected: int
+) -> None:
+    """Two agents charted as single MAR rows overlap only when the second starts within 6 h [D]."""
+    norepinephrine = medication(None, "norepinephrine", day(3, 4))
+    epinephrine = medication(None, "epinephrine", day(3, 4) + timedelta(minutes=minutes_later))
+    assert grade(run(*febrile(3, 12), norepinephrine, epinephrine, at=day(3, 22))).max_grade == expected
+
+
 # --- oxygen ----------------------------------------------------------------------------------------------
 
 
@@ -245,6 +255,14 @@ def test_a_condition_is_read_as_it_was_at_the_instant() -> None:
     retrospective["recordedDate"] = day(10).isoformat()
     assert run(retrospective, at=day(6)).crs == ()  # not on record before day 10
     assert run(retrospective, at=day(11)).crs != ()
+
+
+@pytest.mark.parametrize(("gap_hours", "episodes"), [(24, 1), (25, 2)])
+def test_records_less_than_24_hours_apart_are_one_episode(gap_hours: int, episodes: int) -> None:
+    """A coded CRS that abates on day 5 and is coded again 24 h later is one course [D]; 25 h later, two."""
+    first = crs(1, day(2), day(5))
+    again = crs(2, day(5, gap_hours), day(8))
+    assert len(run(first, again, at=day(10)).crs) == episodes
 
 
 # --- a fever after CRS ----------------------------------------------------------------------------------

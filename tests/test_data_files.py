@@ -174,3 +174,25 @@ def test_a_criteria_file_missing_a_section_fails_at_load(mappings_copy: Path) ->
         load_knowledge(mappings_copy)
     assert info.value.path.endswith("hscore.yaml")
     assert "probability_table" in info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "field"),
+    [
+        ("astct_crs.yaml", lambda d: d["course"].pop("vasopressor_point_hours"), "vasopressor_point_hours"),
+        ("astct_crs.yaml", lambda d: d["course"].update(merge_gap_hours=-1), "merge_gap_hours"),
+        (
+            "iec_hs.yaml",
+            lambda d: d["most_common"]["cytopenias"].pop("recovery_lookback_days"),
+            "recovery_lookback_days",
+        ),
+    ],
+)
+def test_a_project_definition_of_the_crs_or_cytopenia_rules_is_checked_at_load(
+    mappings_copy: Path, file: str, change: Any, field: str
+) -> None:
+    edit(mappings_copy / "criteria" / file, change)
+    with pytest.raises(DataFileError) as info:
+        load_knowledge(mappings_copy)
+    assert info.value.path.endswith(file)
+    assert field in f"{info.value.field} {info.value.problem}"

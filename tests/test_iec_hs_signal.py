@@ -125,6 +125,20 @@ def test_a_cytopenia_worsens_from_a_recovery_not_from_the_lymphodepletion_low(
     assert low.status != "met" and "not new or worsening" in " ".join(e.description for e in low.evidence)
 
 
+@pytest.mark.parametrize(("second_low", "status"), [(12.5, "met"), (12.5 + 1 / 24, "not-met")])
+def test_the_recovery_a_cytopenia_worsens_from_is_at_most_7_days_before(
+    second_low: float, status: str
+) -> None:
+    """Recovery to 100 on day 5.5 (from the post-lymphodepletion low of 40), then 75 on day 11.5 and on
+    `second_low`: a worsening while the recovery is within 7 days [D] of the second low, not an hour later."""
+    platelets = [
+        lab("platelets", value, "10*3/uL", when, low=150, high=400)
+        for value, when in ((180, -1), (90, 3), (40, 5), (100, 5.5), (75, 11.5), (75, second_low))
+    ]
+    cytopenias = criterion(iec(*course(1000, 3000), *platelets).criteria, "cytopenias")
+    assert (cytopenias.status == "met") == (status == "met")
+
+
 def test_inside_the_crs_window_without_crs_a_rise_is_read_as_crs_beginning() -> None:
     temps = [lab("temperature", 36.8, "Cel", d + 0.1) for d in range(0, 6)]
     rising = [ferritin(300, -1), ferritin(320, 2), ferritin(1500, 5)]

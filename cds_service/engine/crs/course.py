@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from cds_service.engine.crs.inferred import InferredEpisode, inferred_episodes
 from cds_service.engine.crs.inputs import CrsInputs
 from cds_service.engine.crs.signs import Sign
-from cds_service.engine.crs.sources import MERGE_GAP, SourceEpisode, coded_episodes, documented_episodes
+from cds_service.engine.crs.sources import SourceEpisode, coded_episodes, documented_episodes, merge_gap
 from cds_service.engine.ferritin import Rise
 from cds_service.engine.model import CrsEpisode, CrsSource, CrsStatus, Evidence
 
@@ -86,9 +86,10 @@ def _view(inputs: CrsInputs, episode: InferredEpisode) -> SourceEpisode:
 def _groups(inputs: CrsInputs, views: list[SourceEpisode]) -> list[list[SourceEpisode]]:
     groups: list[list[SourceEpisode]] = []
     end: datetime | None = None
+    gap = merge_gap(inputs)
     for view in sorted(views, key=lambda v: v.onset):
         view_end = view.abatement or inputs.at
-        if groups and end is not None and view.onset <= end + MERGE_GAP:
+        if groups and end is not None and view.onset <= end + gap:
             groups[-1].append(view)
             end = max(end, view_end)
         else:

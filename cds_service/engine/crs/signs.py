@@ -16,9 +16,6 @@ from typing import Literal
 from cds_service.engine.crs.inputs import CrsInputs
 from cds_service.engine.model import DrugEvent
 
-# An administration recorded as one time (not a period) keeps a vasopressor running this long [D]: MARs
-# that chart infusions as repeated rows usually do so every few hours.
-POINT_INFUSION = timedelta(hours=6)
 SignKind = Literal["fever", "hypotension", "vasopressor", "oxygen"]
 
 
@@ -64,7 +61,9 @@ def vasopressor_segments(inputs: CrsInputs) -> list[tuple[datetime, datetime, in
     """(start, end, agents, events) for every stretch with the same vasopressor agents running; agents
     counts distinct agents other than vasopressin (vasopressin alone counts as one)."""
     running = [d for d in inputs.drugs if d.role == "vasopressor" and d.source == "administration"]
-    spans = [(d.time, _end(d, inputs.at), d) for d in running]
+    # An administration charted as one instant runs for the configured hours [D] (criteria/astct_crs.yaml).
+    point = timedelta(hours=float(inputs.doc["course"]["vasopressor_point_hours"]))
+    spans = [(d.time, _end(d, inputs.at, point), d) for d in running]
     cuts = sorted({t for s, e, _ in spans for t in (s, e)})
     segments = []
     for left, right in zip(cuts, cuts[1:], strict=False):
@@ -76,10 +75,10 @@ def vasopressor_segments(inputs: CrsInputs) -> list[tuple[datetime, datetime, in
     return segments
 
 
-def _end(drug: DrugEvent, at: datetime) -> datetime:
+def _end(drug: DrugEvent, at: datetime, point: timedelta) -> datetime:
     if drug.period:
         return min(drug.end, at) if drug.end is not None else at
-    return min(drug.time + POINT_INFUSION, at)
+    return min(drug.time + point, at)
 
 
 def hypotension_signs(inputs: CrsInputs) -> list[Sign]:

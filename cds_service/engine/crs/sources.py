@@ -12,7 +12,13 @@ from cds_service.engine.crs.inputs import CrsInputs
 from cds_service.engine.model import CrsSource
 
 RESOLVED_STATUSES = frozenset({"resolved", "inactive", "remission"})
-MERGE_GAP = timedelta(days=1)  # records less than a day apart are one episode
+
+
+def merge_gap(inputs: CrsInputs) -> timedelta:
+    """Records (or sources' episodes) less than this apart are one episode [D] (criteria/astct_crs.yaml)."""
+    return timedelta(hours=float(inputs.doc["course"]["merge_gap_hours"]))
+
+
 EpisodeStatus = Literal["active", "resolving", "resolved"]
 
 
@@ -38,23 +44,26 @@ def coded_episodes(inputs: CrsInputs) -> list[SourceEpisode]:
         r for r in inputs.conditions if r.crs and r.verification != "refuted" and r.existed_at(inputs.at)
     ]
     groups: list[list[tuple[datetime, datetime | None, int | None, bool, str]]] = []
+    gap = merge_gap(inputs)
     for record in sorted(records, key=lambda r: r.onset or r.recorded or inputs.at):
         onset = record.onset or record.recorded or inputs.at
         abated = record.abated_by(inputs.at)
         closed = abated is not None or (record.abatement is None and record.clinical in RESOLVED_STATUSES)
         item = (onset, abated, record.crs_grade, closed, record.resource_id)
-        if groups and _overlaps(groups[-1], onset):
+        if groups and _overlaps(groups[-1], onset, gap):
             groups[-1].append(item)
         else:
             groups.append([item])
     return [_coded(group) for group in groups]
 
 
-def _overlaps(group: list[tuple[datetime, datetime | None, int | None, bool, str]], onset: datetime) -> bool:
+def _overlaps(
+    group: list[tuple[datetime, datetime | None, int | None, bool, str]], onset: datetime, gap: timedelta
+) -> bool:
     if any(not closed for *_, closed, _ in group):
         return True
     ends = [end for _, end, _, _, _ in group if end is not None]
-    return bool(ends) and onset <= max(ends) + MERGE_GAP
+    return bool(ends) and onset <= max(ends) + gap
 
 
 def _coded(group: list[tuple[datetime, datetime | None, int | None, bool, str]]) -> SourceEpisode:

@@ -24,8 +24,6 @@ from cds_service.engine.instruments.organ import multiple_of
 from cds_service.engine.model import CriterionResult, Evidence, LabValue, Status
 from cds_service.engine.units import scaled
 
-RECENT = timedelta(days=7)  # the recent course a cytopenia worsens from [D]
-
 
 def _start(ctx: Context, phase_start: datetime | None) -> datetime:
     start = window_start(ctx)
@@ -96,11 +94,13 @@ def hypofibrinogenemia(
     )
 
 
-def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tuple[LabValue, LabValue] | None:
+def _worsening(
+    series: list[LabValue], start: datetime, fraction: float, recent: timedelta
+) -> tuple[LabValue, LabValue] | None:
     """(reference, value): a value in the window (from `start`) that is the second of two results >= the
-    fraction below a recovery in the 7 days before it. A recovery is the highest value of those 7 days if
-    it is >= (1 + fraction) x the lowest value before it since infusion, so the fall from it is not the
-    expected post-lymphodepletion decline; one low result can be noise, so two are needed."""
+    fraction below a recovery in the `recent` time before it (7 days [D]). A recovery is the highest value
+    of that time if it is >= (1 + fraction) x the lowest value before it since infusion, so the fall from
+    it is not the expected post-lymphodepletion decline; one low result can be noise, so two are needed."""
     lowest = [inf] * (len(series) + 1)  # lowest[i]: the lowest value before index i
     for i, lab in enumerate(series):
         lowest[i + 1] = min(lowest[i], lab.value)
@@ -109,7 +109,7 @@ def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tupl
     limits: dict[int, float | None] = {}  # recovery index -> the limit below it (None: not a recovery)
     for index in range(first, len(series)):
         lab = series[index]
-        while begin < index and lab.time - series[begin].time > RECENT:
+        while begin < index and lab.time - series[begin].time > recent:
             begin += 1
         if begin == index:
             continue
@@ -128,7 +128,7 @@ def _worsening(series: list[LabValue], start: datetime, fraction: float) -> tupl
 
 
 def _lineage(
-    ctx: Context, analyte: str, fraction: float, start: datetime
+    ctx: Context, analyte: str, fraction: float, recent: timedelta, start: datetime
 ) -> tuple[Status, Evidence | None, str | None]:
     """(status, evidence, what is missing) for one lineage."""
     nadir = ctx.worst(analyte, start)
@@ -137,7 +137,7 @@ def _lineage(
     if nadir.low is None:
         return "unknown", value_evidence(ctx.kb, nadir, "no LLN to judge a new cytopenia"), None
     series = ctx.values(analyte, ctx.therapy.infusion_time or ctx.window_start, ctx.at)
-    worse = _worsening(series, start, fraction)
+    worse = _worsening(series, start, fraction, recent)
     if worse is not None:
         reference, lab = worse
         text = f"fell >= {fraction:.0%} from {reference.value:g}, after recovering from its post-LD low"
@@ -159,7 +159,8 @@ def _lineage(
 
 def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
     fraction = float(spec["worsening_fraction"])
-    found = [_lineage(ctx, analyte, fraction, window_start(ctx)) for analyte in spec["analytes"]]
+    recent = timedelta(days=float(spec["recovery_lookback_days"]))
+    found = [_lineage(ctx, analyte, fraction, recent, window_start(ctx)) for analyte in spec["analytes"]]
     status = any_of([s for s, _, _ in found])
     return CriterionResult(
         id="cytopenias",
