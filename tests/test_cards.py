@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -480,6 +481,14 @@ def test_lab_drafts_are_loinc_coded_valid_r4_service_requests() -> None:
         assert request["code"]["coding"][0]["system"] == "http://loinc.org"
         for element in ("status", "intent", "category", "code", "subject", "authoredOn", "requester"):
             assert element in request
+
+
+@pytest.mark.parametrize(("minutes_after", "drafted"), [(0, False), (1, True)])
+def test_a_lab_result_of_the_last_24_hours_needs_no_draft(minutes_after: int, drafted: bool) -> None:
+    """Met: fibrinogen and platelets were drawn on day 12 (Hines Table 4 "daily" = 24 h [D])."""
+    card = one_card(classic(), at=day(13) + timedelta(minutes=minutes_after))
+    codes = {r["code"]["coding"][0]["code"] for r in created(card, "ServiceRequest")}
+    assert ("3255-7" in codes) == drafted and ("777-3" in codes) == drafted
 
 
 def test_the_sandbox_rx_view_can_take_the_suggestion() -> None:

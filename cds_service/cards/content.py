@@ -131,6 +131,7 @@ class CardContent:
     citation_short: Mapping[str, str]
     prefetch_gaps: Mapping[str, str]
     unread_analytes: tuple[str, ...]  # decisive analytes whose unreadable results a card names
+    lab_recent_hours: float  # a result this recent needs no new lab draft [D]
     orderable_labs: Mapping[str, str]  # analyte -> what a result decides (status | supportive)
     lab_category: Mapping[str, str]
     medication_category: Mapping[str, str]
@@ -238,6 +239,7 @@ def build_content(directory: Path, kb: Knowledge) -> CardContent:
         citation_short=_frozen(doc["citation_short"]),
         prefetch_gaps=_frozen(doc["prefetch_gaps"]),
         unread_analytes=tuple(doc["unread_analytes"]),
+        lab_recent_hours=float(doc["lab_recent_hours"]),
         orderable_labs=_frozen({k: v["decides"] for k, v in doc["orderable_labs"].items()}),
         lab_category=_frozen(doc["lab_category"]),
         medication_category=_frozen(doc["medication_category"]),

@@ -30,7 +30,6 @@ from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import EvaluationResult
 
 UCUM = "http://unitsofmeasure.org"
-RECENT = timedelta(hours=24)  # Hines Table 4 "daily", operationalised as 24 h [D]
 REASON_TEXT = "Immune effector cell-associated HLH-like syndrome (IEC-HS)"
 STATUS_WORDS = {"V": "verified", "S": "from the seed only", "R": "UNVERIFIED", "D": "project-derived"}
 
@@ -59,13 +58,15 @@ def lab_gap(kb: Knowledge, analyte: str, reason: str) -> LabGap | None:
 def deciding_labs(
     result: EvaluationResult, content: CardContent, kb: Knowledge, analytes: Iterable[str], reason: str
 ) -> tuple[LabGap, ...]:
-    """Orderable labs among `analytes` with no result in the last 24 h, in cards/templates.yaml order."""
+    """Orderable labs among `analytes` with no result in the last `lab_recent_hours` (24 h [D]), in
+    cards/templates.yaml order."""
     wanted = set(analytes)
+    recent = timedelta(hours=content.lab_recent_hours)
     latest = {lab.analyte: lab for lab in result.latest}
     gaps = []
     for analyte in content.orderable_labs:
         last = latest.get(analyte)
-        if analyte in wanted and (last is None or result.at - last.time > RECENT):
+        if analyte in wanted and (last is None or result.at - last.time > recent):
             gap = lab_gap(kb, analyte, reason)
             if gap is not None:
                 gaps.append(gap)
