@@ -12,14 +12,12 @@ from cds_service.engine.crs.inputs import CrsInputs
 from cds_service.engine.model import CrsSource
 
 RESOLVED_STATUSES = frozenset({"resolved", "inactive", "remission"})
+EpisodeStatus = Literal["active", "resolving", "resolved"]
 
 
 def merge_gap(inputs: CrsInputs) -> timedelta:
     """Records (or sources' episodes) less than this apart are one episode [D] (criteria/astct_crs.yaml)."""
     return timedelta(hours=float(inputs.doc["course"]["merge_gap_hours"]))
-
-
-EpisodeStatus = Literal["active", "resolving", "resolved"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
