@@ -4,13 +4,17 @@ contained Medication, and a draft order whose Medication travels in the draft Bu
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cds_service.cards.orders import classify_drafts
 from cds_service.engine import evaluate
 from cds_service.engine.instruments.registry import ASTCT_CRS
+from cds_service.web.app import create_app
+from tests.cds_helpers import car_t_patient, dev_config, for_patient, full_prefetch, hook_body, plain_markdown
 from tests.engine_helpers import KB
-from tests.fhir_builders import RXNORM, T0, bundle, car_t, day, infusion, iso, obs, patient
+from tests.fhir_builders import RXNORM, T0, bundle, car_t, day, infusion, iso, medication, obs, patient
 
 TEMPERATURE = "8310-5"
 
@@ -103,3 +107,49 @@ def test_a_draft_order_with_only_a_display_is_classified_by_it() -> None:
     }
     classified = classify_drafts(KB, bundle(order), None)
     assert [d.drug_class for d in classified] == ["tocilizumab"]
+
+
+def test_through_the_hook_an_ehr_shaped_record_reads_its_drugs_and_names_a_text_ferritin(
+    tmp_path: Path,
+) -> None:
+    """The CDS Hooks path with data as an EHR sends it: the CAR-T product and an anakinra course named only
+    by a Medication reference's display, temperatures coded as oral, and the latest ferritin sent as text.
+    The card lists anakinra as running and does not offer it, and names the ferritin it could not read."""
+    now = datetime.now(UTC)
+    infusion = now - timedelta(days=10)  # as car_t_patient infuses
+    resources = car_t_patient("ehr-1", now)
+    for resource in resources:
+        if resource["resourceType"] == "MedicationAdministration":  # the CAR-T product
+            by_reference(resource, "Medication/erx-axi", "axicabtagene ciloleucel (YESCARTA) suspension")
+    anakinra = [
+        by_reference(
+            medication(None, "x", now - timedelta(hours=h)),
+            "Medication/erx-77",
+            "anakinra (KINERET) injection 100 mg/0.67 mL",
+        )
+        for h in (30, 24, 18, 12, 6)
+    ]
+    oral = [obs("8331-1", 36.8, "Cel", infusion + timedelta(days=d, hours=2)) for d in range(0, 10)]
+    text_value = obs("2276-4", 0, "ng/mL", now - timedelta(hours=2), high=300)
+    del text_value["valueQuantity"]
+    text_value["valueString"] = ">100000"
+    record = [*resources, *for_patient("ehr-1", [*anakinra, *oral, text_value])]
+    app = create_app(dev_config(tmp_path))
+    response = app.test_client().post(
+        "/cds-services/iec-hs-screening",
+        json=hook_body("patient-view", "ehr-1", prefetch=full_prefetch(record)),
+    )
+    assert response.status_code == 200
+    card = response.get_json()["cards"][0]
+    detail = plain_markdown(card["detail"])
+    assert card["summary"].endswith("day +10 after axi-cel")
+    therapy = detail.split("**Therapy given**\n")[1].split("\n\n")[0]
+    assert "Anakinra: first dose" in therapy and "running" in therapy
+    drafted = [
+        a["resource"]["medicationCodeableConcept"]["text"]
+        for s in card.get("suggestions", [])
+        for a in s["actions"]
+        if a["type"] == "create" and a["resource"]["resourceType"] == "MedicationRequest"
+    ]
+    assert "Anakinra" not in drafted
+    assert "Ferritin result not readable" in detail and "reported as text '>100000'" in detail
