@@ -173,6 +173,18 @@ def test_every_finding_states_value_time_and_threshold_with_a_citation() -> None
     assert all(re.search(r"\[\d+(, \d+)*\]$", line) for line in findings)  # each keeps its citation
 
 
+def test_a_criterion_of_several_analytes_shows_the_value_that_met_it() -> None:
+    """AST > 5 x ULN, ALT not; new thrombocytopenia, ANC listed after it: the card shows AST and platelets."""
+    data = classic(obs("751-8", 2.5, "10*3/uL", day(12, 1), low=1.5, high=7))
+    for entry in data["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "Observation" and resource["code"]["coding"][0]["code"] == "1742-6":
+            resource["valueQuantity"]["value"] = 60  # ALT: above ULN, not 5 x ULN
+    findings = plain(one_card(data)["detail"]).split("**What is happening**\n")[1].split("\n\n")[0]
+    assert "- AST 250 U/L" in findings and "ALT" not in findings
+    assert "- Platelets 60 x 10⁹/L" in findings and "ANC" not in findings
+
+
 def test_units_and_numbers_are_written_for_people() -> None:
     text = plain(one_card(classic(obs("6301-6", 1.49, "{INR}", day(12), high=1.1)))["detail"])
     assert "Cel" not in text and "10*9/L" not in text and "{INR}" not in text

@@ -139,6 +139,16 @@ def test_the_recovery_a_cytopenia_worsens_from_is_at_most_7_days_before(
     assert (cytopenias.status == "met") == (status == "met")
 
 
+@pytest.mark.parametrize(("ldh_day", "status"), [(8.9, "not-met"), (9, "met")])
+def test_a_manifestation_before_the_ferritin_low_is_not_one_of_the_syndrome(
+    ldh_day: float, status: str
+) -> None:
+    """Ferritin low on day 9, rise on day 12: an LDH above ULN before the low (the CRS phase) is not a
+    manifestation of this syndrome (the seed, section 2); from the low on, it is."""
+    ldh = [lab("ldh", 400, "U/L", ldh_day, high=250), lab("ldh", 200, "U/L", 12, high=250)]
+    assert criterion(iec(*course(1000, 3000), *SPECIFIC, *ldh).criteria, "ldh").status == status
+
+
 def test_inside_the_crs_window_without_crs_a_rise_is_read_as_crs_beginning() -> None:
     temps = [lab("temperature", 36.8, "Cel", d + 0.1) for d in range(0, 6)]
     rising = [ferritin(300, -1), ferritin(320, 2), ferritin(1500, 5)]

@@ -26,8 +26,10 @@ def section(title: str, items: list[str]) -> list[str]:
 
 
 def _value(criterion: CriterionResult) -> Evidence | None:
+    """The value to show: the last one that met the criterion (of several analytes), else the last one."""
     values = [e for e in criterion.evidence if e.kind == "value" and e.value is not None]
-    return values[-1] if values else None
+    deciding = [e for e in values if e.decides]
+    return (deciding or values)[-1] if values else None
 
 
 def _finding(env: Env, result: EvaluationResult, criterion: CriterionResult) -> str:

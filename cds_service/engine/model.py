@@ -151,6 +151,9 @@ class Evidence:
     unit: str | None = None
     time: datetime | None = None
     boundary: bool = False
+    # In a criterion read over several analytes (cytopenias, transaminases, coagulation), the items that met
+    # it, so a card shows a deciding value rather than the last one listed (not in the JSON document).
+    decides: bool = field(default=False, metadata={"json": False})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -23,6 +23,7 @@ from cds_service.engine.instruments.iec_hs.manifestations import cytopenias, hyp
 from cds_service.engine.instruments.iec_hs.other import other_manifestations
 from cds_service.engine.instruments.iec_hs.required import ferritin_required
 from cds_service.engine.instruments.iec_hs.timing import onset_timing
+from cds_service.engine.instruments.iec_hs.window import phase_window_start
 from cds_service.engine.knowledge import Knowledge
 from cds_service.engine.model import CriterionResult, Evidence, Gap, IecHsResult, IecStatus
 
@@ -142,8 +143,10 @@ def evaluate_iec_hs(ctx: Context) -> IecHsResult:
             citation=citation,
         ),
     ]
-    nonspecific = [cytopenias(ctx, common_doc["cytopenias"], citation)]
-    others = other_manifestations(ctx, doc, citation)
+    # Every manifestation is read in the IEC-HS phase (from the ferritin low before its rise): a CRS sign
+    # before it is not one of this syndrome.
+    nonspecific = [cytopenias(ctx, common_doc["cytopenias"], citation, signal.phase_start)]
+    others = other_manifestations(ctx, doc, citation, phase_window_start(ctx, signal.phase_start))
     status, gaps = _status(
         ctx.kb, signal.criterion, timing, specific, nonspecific + others, ctx.crs_course.status
     )

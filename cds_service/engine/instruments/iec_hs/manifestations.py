@@ -13,21 +13,17 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from dataclasses import replace
 from datetime import datetime, timedelta
 from math import inf
 from typing import Any
 
 from cds_service.engine.context import Context, value_evidence
 from cds_service.engine.instruments.common import any_of, threshold_criterion
-from cds_service.engine.instruments.iec_hs.window import window_start
+from cds_service.engine.instruments.iec_hs.window import phase_window_start
 from cds_service.engine.instruments.organ import multiple_of
 from cds_service.engine.model import CriterionResult, Evidence, LabValue, Status
 from cds_service.engine.units import scaled
-
-
-def _start(ctx: Context, phase_start: datetime | None) -> datetime:
-    start = window_start(ctx)
-    return max(start, phase_start) if phase_start is not None else start
 
 
 def transaminases(
@@ -36,7 +32,7 @@ def transaminases(
     statuses: list[Status] = []
     evidence: list[Evidence] = []
     missing: list[str] = []
-    start = _start(ctx, phase_start)
+    start = phase_window_start(ctx, phase_start)
     for analyte in spec["analytes"]:
         lab = ctx.worst(analyte, start)
         if lab is None:
@@ -45,7 +41,7 @@ def transaminases(
             continue
         status, item = multiple_of(ctx, lab, {"multiple": spec["uln_multiple"]})
         statuses.append(status)
-        evidence.append(item)
+        evidence.append(replace(item, decides=True) if status == "met" else item)
     status = any_of(statuses)
     return CriterionResult(
         id="transaminases",
@@ -61,7 +57,7 @@ def transaminases(
 def hypofibrinogenemia(
     ctx: Context, spec: dict[str, Any], citation: str, phase_start: datetime | None
 ) -> CriterionResult:
-    start = _start(ctx, phase_start)
+    start = phase_window_start(ctx, phase_start)
     base = threshold_criterion(
         ctx,
         id="hypofibrinogenemia",
@@ -141,7 +137,7 @@ def _lineage(
     if worse is not None:
         reference, lab = worse
         text = f"fell >= {fraction:.0%} from {reference.value:g}, after recovering from its post-LD low"
-        return "met", value_evidence(ctx.kb, lab, text), None
+        return "met", replace(value_evidence(ctx.kb, lab, text), decides=True), None
     baseline = ctx.baseline(analyte)
     history = [baseline] if baseline is not None else []
     history += [lab for lab in series if lab.time < nadir.time]
@@ -152,15 +148,22 @@ def _lineage(
             f"{analyte} baseline",
         )
     if nadir.value < nadir.low and all(lab.value >= nadir.low for lab in history):
-        return "met", value_evidence(ctx.kb, nadir, f"new below LLN {nadir.low:g}"), None
+        return (
+            "met",
+            replace(value_evidence(ctx.kb, nadir, f"new below LLN {nadir.low:g}"), decides=True),
+            None,
+        )
     text = "not new or worsening after the post-lymphodepletion course"
     return "not-met", value_evidence(ctx.kb, nadir, text), None
 
 
-def cytopenias(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
+def cytopenias(
+    ctx: Context, spec: dict[str, Any], citation: str, phase_start: datetime | None
+) -> CriterionResult:
     fraction = float(spec["worsening_fraction"])
     recent = timedelta(days=float(spec["recovery_lookback_days"]))
-    found = [_lineage(ctx, analyte, fraction, recent, window_start(ctx)) for analyte in spec["analytes"]]
+    start = phase_window_start(ctx, phase_start)
+    found = [_lineage(ctx, analyte, fraction, recent, start) for analyte in spec["analytes"]]
     status = any_of([s for s, _, _ in found])
     return CriterionResult(
         id="cytopenias",

@@ -1,21 +1,22 @@
-"""The other manifestations (context for the clinician; they do not decide the status)."""
+"""The other manifestations: context for the clinician, and with the ferritin signal but no HLH-specific
+finding they make the status "possible" (never "met")."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from cds_service.engine.context import Context, value_evidence
 from cds_service.engine.instruments.common import any_of, finding_criterion, threshold_criterion
-from cds_service.engine.instruments.iec_hs.window import window_start
 from cds_service.engine.model import CriterionResult, Evidence, Status
 from cds_service.engine.units import scaled
 
 
-def _above_uln(ctx: Context, id: str, analytes: list[str], citation: str) -> CriterionResult:
+def _above_uln(ctx: Context, id: str, analytes: list[str], citation: str, start: datetime) -> CriterionResult:
     label = ctx.kb.label("iec_hs", id)
     statuses: list[Status] = []
     evidence: list[Evidence] = []
-    start = window_start(ctx)
     for analyte in analytes:
         lab = ctx.worst(analyte, start)
         if lab is None or lab.high is None:
@@ -23,7 +24,8 @@ def _above_uln(ctx: Context, id: str, analytes: list[str], citation: str) -> Cri
             continue
         over = lab.value > lab.high
         statuses.append("met" if over else "not-met")
-        evidence.append(value_evidence(ctx.kb, lab, f"{'>' if over else 'not >'} ULN {lab.high:g}"))
+        item = value_evidence(ctx.kb, lab, f"{'>' if over else 'not >'} ULN {lab.high:g}")
+        evidence.append(replace(item, decides=over))
     status = any_of(statuses)
     return CriterionResult(
         id=id,
@@ -38,8 +40,7 @@ def _above_uln(ctx: Context, id: str, analytes: list[str], citation: str) -> Cri
     )
 
 
-def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionResult:
-    start = window_start(ctx)
+def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str, start: datetime) -> CriterionResult:
     label = ctx.kb.label("iec_hs", "pulmonary")
     edema = finding_criterion(
         ctx, id="pulmonary", label=label, findings=[spec["finding"]], citation=citation, since=start
@@ -83,11 +84,11 @@ def _pulmonary(ctx: Context, spec: dict[str, Any], citation: str) -> CriterionRe
     )
 
 
-def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
+def renal(ctx: Context, spec: dict[str, Any], start: datetime) -> CriterionResult:
     factor = float(spec["creatinine_baseline_multiple"]["value"])
     label = ctx.kb.label("iec_hs", "renal")
     source = spec.get("source", "kdigo2012")
-    lab = ctx.worst("creatinine", window_start(ctx))
+    lab = ctx.worst("creatinine", start)
     baseline = ctx.baseline("creatinine")
     if lab is None or baseline is None:
         return CriterionResult(
@@ -112,9 +113,12 @@ def renal(ctx: Context, spec: dict[str, Any]) -> CriterionResult:
     )
 
 
-def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> list[CriterionResult]:
+def other_manifestations(
+    ctx: Context, doc: dict[str, Any], citation: str, start: datetime
+) -> list[CriterionResult]:
+    """Read from `start`, the IEC-HS phase (the ferritin low before its rise, within the window): a sign of
+    the CRS before it is not a manifestation of this syndrome (the seed, section 2)."""
     other = doc["other"]
-    start = window_start(ctx)
     infusion = ctx.therapy.infusion_time
     fever = threshold_criterion(
         ctx,
@@ -136,14 +140,9 @@ def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> li
         start=start,
     )
     return [
-        _above_uln(ctx, "ldh", ["ldh"], citation),
-        _above_uln(
-            ctx,
-            "coagulation",
-            other["coagulation"]["analytes"],
-            citation,
-        ),
-        _above_uln(ctx, "direct-bilirubin", ["bilirubin_direct"], citation),
+        _above_uln(ctx, "ldh", ["ldh"], citation, start),
+        _above_uln(ctx, "coagulation", other["coagulation"]["analytes"], citation, start),
+        _above_uln(ctx, "direct-bilirubin", ["bilirubin_direct"], citation, start),
         finding_criterion(
             ctx,
             id="splenomegaly",
@@ -161,7 +160,7 @@ def other_manifestations(ctx: Context, doc: dict[str, Any], citation: str) -> li
             citation=citation,
             since=start,
         ),
-        _pulmonary(ctx, other["pulmonary"], other["pulmonary"].get("source", citation)),
-        renal(ctx, other["renal"]),
+        _pulmonary(ctx, other["pulmonary"], other["pulmonary"].get("source", citation), start),
+        renal(ctx, other["renal"], start),
         tg,
     ]
